@@ -1,0 +1,93 @@
+"""Routes: POST /v1/embeddings (OpenAI) and POST /embed/dense (native)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.api import deps
+from service.api.dense_serving import check_texts, embed, encode_base64, shape_vectors
+from service.api.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
+from service.errors import InvalidInput
+from service.models.kinds.dense import Vectors
+
+router = APIRouter()
+
+
+def json_response(body: object) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def encode(vectors: Vectors, encoding_format: str) -> list[str] | list[list[float]]:
+    if encoding_format == "base64":
+        return [encode_base64(vector) for vector in vectors]
+    return vectors.tolist()  # type: ignore[no-any-return]
+
+
+def _openai_inputs(value: str | list[str] | list[int] | list[list[int]]) -> Sequence[object]:
+    if isinstance(value, str):
+        value = [value]
+    if not value:
+        raise InvalidInput("input must not be empty", param="input")
+    if isinstance(value[0], int):
+        return [value]  # one pre-tokenized input
+    for index, item in enumerate(value):
+        if isinstance(item, list) and not item:
+            raise InvalidInput(f"input {index} is an empty list of token ids", param="input")
+    return value
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, tags=["OpenAI"])
+async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    """OpenAI-compatible embeddings: works with the official SDKs."""
+    model = deps.pick_model(request, body.model, "dense")
+    inputs = _openai_inputs(body.input)
+    settings = deps.settings(request)
+    if isinstance(inputs[0], str):
+        check_texts(inputs, settings)  # type: ignore[arg-type]
+    result = await deps.until_disconnect(
+        request,
+        embed(model, inputs, input_type=None, truncate=settings.truncate),  # type: ignore[arg-type]
+    )
+    vectors = shape_vectors(
+        result.vectors, normalize=model.spec.normalize, dimensions=body.dimensions, dim=model.spec.dim
+    )
+    data = [
+        {"object": "embedding", "index": i, "embedding": e}
+        for i, e in enumerate(encode(vectors, body.encoding_format))
+    ]
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return json_response({"object": "list", "data": data, "model": model.name, "usage": usage})
+
+
+@router.post("/embed/dense", response_model=DenseResponse, tags=["Embeddings"])
+async def embed_dense(body: DenseRequest, request: Request) -> Response:
+    """Dense embeddings with query/document prefixes, truncation and normalisation options."""
+    model = deps.pick_model(request, body.model, "dense")
+    texts = as_list(body.inputs)
+    settings = deps.settings(request)
+    check_texts(texts, settings)
+    truncate = settings.truncate if body.truncate is None else body.truncate
+    result = await deps.until_disconnect(
+        request, embed(model, texts, input_type=body.input_type, truncate=truncate)
+    )
+    normalize = model.spec.normalize if body.normalize is None else body.normalize
+    vectors = shape_vectors(
+        result.vectors, normalize=normalize, dimensions=body.dimensions, dim=model.spec.dim
+    )
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return json_response(
+        {
+            "model": model.name,
+            "dim": int(vectors.shape[1]),
+            "embeddings": encode(vectors, body.encoding_format),
+            "usage": usage,
+        }
+    )

@@ -1,0 +1,86 @@
+"""Dense embedding logic shared by /embed/dense and /v1/embeddings."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import InvalidInput, PayloadTooLarge
+from service.models.kinds.dense import InputType, Vectors, l2_normalize, prepare_ids, prepare_texts
+from service.models.loaded import LoadedModel
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class DenseResult:
+    vectors: Vectors  # (n, dim) float32
+    tokens: int
+
+
+def check_texts(texts: Sequence[str], settings: Settings) -> None:
+    if not texts:
+        raise InvalidInput("input must not be empty", param="input")
+    if len(texts) > settings.max_inputs_per_request:
+        raise InvalidInput(
+            f"{len(texts)} inputs in one request; the limit is {settings.max_inputs_per_request}",
+            param="input",
+        )
+    for index, text in enumerate(texts):
+        if not text:
+            raise InvalidInput(f"input {index} is an empty string", param="input")
+        if len(text) > settings.max_input_chars:
+            raise PayloadTooLarge(
+                f"input {index} has {len(text)} characters; the limit is {settings.max_input_chars}",
+                param="input",
+            )
+
+
+async def embed(
+    model: LoadedModel,
+    inputs: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    input_type: InputType | None,
+    truncate: bool,
+) -> DenseResult:
+    """Embed texts (or pre-tokenized ids) through the model's batcher; raw pooled vectors."""
+    assert model.batcher is not None
+    counted: list[int] = []
+
+    def prepare() -> list[tuple[int, object]]:
+        if inputs and not isinstance(inputs[0], str):
+            ids = [[int(token) for token in item] for item in inputs]  # type: ignore[union-attr]
+            items = prepare_ids(model, ids, truncate)
+        else:
+            items = prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
+        counted.append(sum(length for length, _ in items))
+        return list(items)
+
+    vectors = await model.batcher.submit(prepare)
+    return DenseResult(np.stack(vectors) if vectors else _empty(model), counted[0])
+
+
+def _empty(model: LoadedModel) -> Vectors:
+    return np.zeros((0, model.spec.dim or 0), dtype=np.float32)
+
+
+def shape_vectors(
+    vectors: Vectors, *, normalize: bool, dimensions: int | None, dim: int | None
+) -> Vectors:
+    """Apply the request's options: Matryoshka-style truncation (then renormalise, as OpenAI
+    does) and L2 normalisation."""
+    if dimensions is not None:
+        if dimensions < 1 or (dim is not None and dimensions > dim):
+            raise InvalidInput(
+                f"dimensions must be between 1 and the model's {dim}, got {dimensions}",
+                param="dimensions",
+            )
+        vectors = vectors[:, :dimensions]
+        normalize = True
+    return l2_normalize(vectors) if normalize else vectors
+
+
+def encode_base64(vector: np.ndarray) -> str:  # type: ignore[type-arg]
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")

@@ -1,0 +1,51 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware, which breaks disconnect detection):
+a request id on every request and response, and request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.ops.metrics import Metrics
+
+ID_HEADER = b"x-request-id"
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(ID_HEADER, b"").decode("latin-1")[:128]
+        rid = given if given.isprintable() and given else uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = rid
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((ID_HEADER, rid.encode("latin-1")))
+                total_ms = (time.perf_counter() - started) * 1000
+                headers.append((b"x-total-time-ms", f"{total_ms:.2f}".encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            model = str(state.get("model", ""))
+            labels = (path, model, str(status["code"]))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)

@@ -1,0 +1,58 @@
+"""The FastAPI application: routers, error rendering, middleware and the models' lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from service.api import dense_router, errors, ops_router
+from service.api.deps import ClientGone, client_gone_response
+from service.api.middleware import RequestContext
+from service.models.registry import ModelRegistry
+from service.ops.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the app. Models load in the background after start-up (GET /ready says when);
+    tests may pass a registry that is already filled."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    preloaded = registry is not None
+    registry = registry or ModelRegistry()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = None
+        if not preloaded:
+            loading = asyncio.create_task(registry.load_all(settings, metrics))
+        try:
+            yield
+        finally:
+            registry.draining = True
+            if loading is not None:
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+            await registry.stop()
+
+    app = FastAPI(
+        title="Embedding service",
+        version="0.1.0",
+        description="Dense, sparse, late-interaction and image embeddings, and reranking.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+    errors.install(app)
+    app.add_exception_handler(ClientGone, client_gone_response)
+    app.include_router(dense_router.router)
+    app.include_router(ops_router.router)
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app

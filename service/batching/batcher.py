@@ -1,0 +1,275 @@
+"""The dynamic micro-batcher: one per model, merging concurrent requests into inference batches.
+
+A request's inputs are prepared (tokenized) off the event loop, then queued as items with
+their token lengths. One asyncio loop per model takes a free worker (one per session
+replica), forms a length-sorted batch around the oldest item, and runs it in that worker's
+thread; results resolve each item's future. Failures fail that batch only; a request whose
+caller has gone (its task cancelled) is dropped before it costs inference; the queue is
+bounded (429) and a request waits at most ``request_timeout_s`` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from service.batching.formation import form_batch, full_batch_waiting
+from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable
+
+log = logging.getLogger(__name__)
+
+# Runs one batch on worker `index`: payloads in, one result per payload out.
+ProcessFn = Callable[[int, Sequence[Any]], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_items: int = 32
+    max_tokens: int = 8192
+    max_wait_s: float = 0.002
+    queue_max_items: int = 4096
+    timeout_s: float = 30.0
+    window: int = 1024
+
+
+class BatchObserver(Protocol):
+    def tokenized(self, seconds: float) -> None: ...
+    def batch_done(self, size: int, tokens: int, seconds: float, waits: Sequence[float]) -> None: ...
+    def queue_depth(self, depth: int) -> None: ...
+    def rejected(self, reason: str) -> None: ...
+
+
+class NullObserver:
+    def tokenized(self, seconds: float) -> None:
+        pass
+
+    def batch_done(self, size: int, tokens: int, seconds: float, waits: Sequence[float]) -> None:
+        pass
+
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def rejected(self, reason: str) -> None:
+        pass
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    length: int
+    payload: Any
+    future: asyncio.Future[Any]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(
+        self,
+        name: str,
+        process: ProcessFn,
+        *,
+        workers: int = 1,
+        config: BatchConfig | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config or BatchConfig()
+        self._process = process
+        self._observer = observer or NullObserver()
+        self._workers = workers
+        self._queue: deque[_Item] = deque()
+        self._preparing = 0  # requests accepted and being tokenized: companions on their way
+        self._wakeup: asyncio.Event | None = None
+        self._free: asyncio.Queue[int] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self.batches_run = 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._free = asyncio.Queue()
+        for index in range(self._workers):
+            self._free.put_nowait(index)
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"infer-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        self._task.add_done_callback(self._loop_ended)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.remove_done_callback(self._loop_ended)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(Unavailable("the service is shutting down"))
+        self._queue.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """The loop must never end on its own; if it does, log why and start it again."""
+        if task.cancelled():
+            return
+        log.error("batcher loop of %s ended: %r; restarting", self.name, task.exception())
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        self._task.add_done_callback(self._loop_ended)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    # --- the request side --------------------------------------------------------------
+    async def submit(self, prepare: Callable[[], Sequence[tuple[int, Any]]]) -> list[Any]:
+        """Prepare a request's items in a thread, queue them, and wait for their results.
+
+        ``prepare`` returns (token length, payload) per input. Raises Overloaded (429) when
+        the queue is full, Unavailable (503) past the timeout; cancelling the caller drops
+        its items that have not run yet.
+        """
+        self._preparing += 1
+        try:
+            started = time.perf_counter()
+            items = await asyncio.to_thread(prepare)
+            self._observer.tokenized(time.perf_counter() - started)
+        finally:
+            self._preparing -= 1
+        return await self.enqueue(items)
+
+    async def enqueue(self, items: Sequence[tuple[int, Any]]) -> list[Any]:
+        if not items:
+            return []
+        if len(self._queue) + len(items) > self.config.queue_max_items:
+            self._observer.rejected("queue_full")
+            raise Overloaded(
+                f"model {self.name!r} has {len(self._queue)} inputs waiting; try again shortly",
+                headers={"Retry-After": str(self._retry_after())},
+            )
+        loop = asyncio.get_running_loop()
+        queued = [_Item(length, payload, loop.create_future()) for length, payload in items]
+        self._queue.extend(queued)
+        self._observer.queue_depth(len(self._queue))
+        assert self._wakeup is not None, "batcher not started"
+        self._wakeup.set()
+        futures = [item.future for item in queued]
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                return list(await asyncio.gather(*futures))
+        except TimeoutError:
+            self._observer.rejected("timeout")
+            raise Unavailable(
+                f"inference on {self.name!r} took longer than {self.config.timeout_s:g}s; "
+                "the service is overloaded",
+                code="timeout",
+            ) from None
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # the batcher drops cancelled items before inference
+                elif not future.cancelled():
+                    future.exception()  # mark a shared batch failure as seen
+
+    def _retry_after(self) -> int:
+        return max(1, math.ceil(len(self._queue) / max(self.config.max_items, 1) * 0.05))
+
+    # --- the loop ----------------------------------------------------------------------
+    async def _loop(self) -> None:
+        assert self._free is not None
+        while True:
+            worker = await self._free.get()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._free.put_nowait(worker)
+                raise
+            self._dispatch(worker, batch)
+
+    async def _next_batch(self) -> list[_Item]:
+        assert self._wakeup is not None
+        config = self.config
+        while True:
+            self._drop_cancelled()
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            lengths = [item.length for item in self._queue]
+            if self._preparing == 0 or full_batch_waiting(lengths, config.max_items, config.max_tokens):
+                break  # nobody else is coming, or waiting would not grow the batch
+            remaining = self._queue[0].enqueued + config.max_wait_s - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                break
+        lengths = [item.length for item in self._queue]
+        chosen = form_batch(lengths, config.max_items, config.max_tokens, config.window)
+        picked = set(chosen)
+        batch = [self._queue[i] for i in chosen]
+        self._queue = deque(item for i, item in enumerate(self._queue) if i not in picked)
+        self._observer.queue_depth(len(self._queue))
+        return batch
+
+    def _drop_cancelled(self) -> None:
+        if any(item.future.done() for item in self._queue):
+            self._queue = deque(item for item in self._queue if not item.future.done())
+
+    def _dispatch(self, worker: int, batch: list[_Item]) -> None:
+        assert self._executor is not None
+        now = time.perf_counter()
+        waits = [now - item.enqueued for item in batch]
+        payloads = [item.payload for item in batch]
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._run, worker, payloads)
+        self._inflight.add(future)
+
+        def finished(done: asyncio.Future[tuple[Sequence[Any], float]]) -> None:
+            self._inflight.discard(done)
+            assert self._free is not None
+            self._free.put_nowait(worker)
+            self.batches_run += 1
+            error = done.exception()
+            if error is not None:
+                self._fail(batch, error)
+                return
+            results, seconds = done.result()
+            tokens = max(item.length for item in batch) * len(batch)
+            self._observer.batch_done(len(batch), tokens, seconds, waits)
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+        future.add_done_callback(finished)
+
+    def _run(self, worker: int, payloads: Sequence[Any]) -> tuple[Sequence[Any], float]:
+        started = time.perf_counter()
+        results = self._process(worker, payloads)
+        if len(results) != len(payloads):
+            raise RuntimeError(f"batch of {len(payloads)} gave {len(results)} results")
+        return results, time.perf_counter() - started
+
+    def _fail(self, batch: list[_Item], error: BaseException) -> None:
+        if isinstance(error, ServiceError):
+            failure: ServiceError = error
+        else:
+            log.error("inference batch of %d on %s failed", len(batch), self.name, exc_info=error)
+            failure = InferenceFailed(f"inference failed on model {self.name!r} for this batch")
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(failure)

@@ -1,0 +1,45 @@
+"""`python -m service convert SOURCE OUT`: export a checkpoint to a servable ONNX directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m service convert",
+        description="Export a transformers / sentence-transformers checkpoint to ONNX (opset 17, "
+        "dynamic batch and sequence axes) with the files the service needs.",
+    )
+    p.add_argument("source", type=Path, help="checkpoint directory (safetensors + config)")
+    p.add_argument("out", type=Path, help="model directory to write")
+    p.add_argument("--kind", default="dense", help="dense (default), sparse (SPLADE), rerank, ...")
+    p.add_argument("--name", help="model name to serve it under (default: the source dir name)")
+    p.add_argument("--max-length", type=int, help="max tokens (default: from the checkpoint)")
+    p.add_argument("--pooling", choices=["cls", "mean", "last"], help="dense pooling override")
+    p.add_argument("--no-normalize", action="store_true", help="dense: do not L2-normalise")
+    p.add_argument("--attentions", action="store_true",
+                   help="also output the last layer's attentions (BM42)")
+    p.add_argument("--pool-in-graph", action="store_true",
+                   help="dense: mean pooling + normalisation inside the graph")
+    p.add_argument("--options", type=json.loads, default={},
+                   help="JSON object of catalogue options to record")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    from service.convert.export import ExportRequest, export
+
+    args = parser().parse_args(argv)
+    request = ExportRequest(
+        source=args.source, out=args.out, kind=args.kind, name=args.name,
+        max_length=args.max_length, pooling=args.pooling,
+        normalize=False if args.no_normalize else None, attentions=args.attentions,
+        pool_in_graph=args.pool_in_graph, options=args.options,
+    )
+    metadata = export(request)
+    print(json.dumps({"out": str(args.out), **metadata["export"], "spec": metadata["spec"]}))
+    return 0

@@ -1,0 +1,88 @@
+"""Dense text embeddings: pooling (CLS, mean, last token) over the graph's token states.
+
+Normalisation is applied per request in the serving layer, so a batch can mix requests that
+ask for raw and for unit vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from service.models.kinds import Feeds, KindHandler
+from service.models.text import Encoded, encode_texts, encode_token_ids, pad_batch
+
+if TYPE_CHECKING:
+    from service.models.loaded import LoadedModel
+
+Vectors = npt.NDArray[np.float32]
+InputType = Literal["query", "document"]
+
+
+def pool(hidden: npt.NDArray[Any], mask: npt.NDArray[np.int64], how: str) -> Vectors:
+    """Pool token states (batch, seq, dim) into (batch, dim) with a right-padded mask."""
+    states = hidden.astype(np.float32, copy=False)
+    if how == "cls":
+        return states[:, 0]
+    if how == "mean":
+        weights = mask[:, :, None].astype(np.float32)
+        total = (states * weights).sum(axis=1)
+        return (total / np.clip(weights.sum(axis=1), 1e-9, None)).astype(np.float32)
+    if how == "last":
+        last = mask.sum(axis=1) - 1
+        return states[np.arange(states.shape[0]), last]
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+def l2_normalize(vectors: Vectors) -> Vectors:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+def with_prefix(model: LoadedModel, texts: Sequence[str], input_type: InputType | None) -> list[str]:
+    prefix = {"query": model.spec.query_prefix, "document": model.spec.document_prefix}.get(
+        input_type or "", ""
+    )
+    return [prefix + text for text in texts] if prefix else list(texts)
+
+
+def prepare_texts(
+    model: LoadedModel, texts: Sequence[str], input_type: InputType | None, truncate: bool
+) -> list[tuple[int, Encoded]]:
+    encoded = encode_texts(model.encoder, with_prefix(model, texts, input_type), truncate=truncate)
+    return [(len(item), item) for item in encoded]
+
+
+def prepare_ids(
+    model: LoadedModel, inputs: Sequence[Sequence[int]], truncate: bool
+) -> list[tuple[int, Encoded]]:
+    encoded = encode_token_ids(model.encoder, inputs, truncate=truncate)
+    return [(len(item), item) for item in encoded]
+
+
+def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
+    return dict(pad_batch(payloads, model.encoder.pad_id))
+
+
+def postprocess(
+    model: LoadedModel, outputs: list[npt.NDArray[Any]], feeds: Feeds, payloads: Sequence[Any]
+) -> Sequence[Vectors]:
+    pooled_output = model.spec.options.get("pooled_output")
+    if pooled_output is not None:
+        vectors = np.asarray(outputs[int(pooled_output)], dtype=np.float32)
+    elif outputs[0].ndim == 2:  # the graph pools itself (converted with pooling in the graph)
+        vectors = np.asarray(outputs[0], dtype=np.float32)
+    else:
+        vectors = pool(outputs[0], feeds["attention_mask"], model.spec.pooling)
+    return list(vectors)
+
+
+def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
+    texts = ["warm up", "a somewhat longer sentence to warm the session for longer shapes " * 4]
+    return prepare_texts(model, texts, None, truncate=True)
+
+
+HANDLER = KindHandler(collate=collate, postprocess=postprocess, warmup=warmup)

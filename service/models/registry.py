@@ -1,0 +1,136 @@
+"""Loading the configured models at start-up, and finding a served model by name."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from service.batching.batcher import Batcher, BatchConfig
+from service.errors import InvalidInput, ModelLoadError, ModelNotFound
+from service.models.catalogue import ModelSpec, load_catalogue
+from service.models.kinds import KIND_HANDLERS
+from service.models.loaded import LoadedModel
+from service.models.runner import CUDA, OnnxRunner, choose_provider, default_threads
+from service.models.store import HubOptions, model_directory, resolve_reference, with_variant
+from service.models.text import load_text_encoder
+from service.ops.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def hub_options(settings: Settings) -> HubOptions:
+    return HubOptions(cache_dir=settings.cache_dir, offline=settings.offline, token=settings.hf_token)
+
+
+def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedModel:
+    """Fetch, load and warm one model (blocking: call it in a thread)."""
+    if spec.kind not in KIND_HANDLERS:
+        raise ModelLoadError(f"model {spec.name!r}: kind {spec.kind!r} is not served yet")
+    handler = KIND_HANDLERS[spec.kind]
+    directory = model_directory(spec, hub, handler.extra_files)
+    model = LoadedModel(spec=spec, directory=directory, handler=handler)
+    if handler.needs_session:
+        provider = choose_provider(settings.execution_provider)
+        spec, model.variant = with_variant(spec, directory, settings.graph_variant, provider == CUDA)
+        model.spec = spec
+        threads = settings.intra_op_threads or default_threads(settings.replicas)
+        graph = directory / spec.source.model_file
+        model.runners = [
+            OnnxRunner(graph, provider=provider, threads=threads) for _ in range(settings.replicas)
+        ]
+    if handler.needs_text:
+        model.text = load_text_encoder(directory, spec.max_length)
+    if handler.load_resources is not None:
+        model.resources = handler.load_resources(spec, directory)
+    if handler.needs_session:
+        warm = [payload for _, payload in handler.warmup(model)]
+        for worker in range(len(model.runners)):
+            model.process(worker, warm)
+    log.info("loaded %s (%s) from %s on %s", spec.name, model.variant, directory, model.provider)
+    return model
+
+
+def batch_config(settings: Settings) -> BatchConfig:
+    return BatchConfig(
+        max_items=settings.max_batch_items,
+        max_tokens=settings.max_batch_tokens,
+        max_wait_s=settings.max_wait_ms / 1000,
+        queue_max_items=settings.queue_max_items,
+        timeout_s=settings.request_timeout_s,
+    )
+
+
+@dataclass
+class ModelRegistry:
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    expected: int = 0
+    error: str | None = None
+    draining: bool = False
+
+    def add(self, model: LoadedModel) -> None:
+        self.models[model.name] = model
+
+    @property
+    def ready(self) -> bool:
+        return (
+            not self.draining
+            and self.error is None
+            and len(self.models) == self.expected
+            and all(m.batcher is None or m.batcher.alive for m in self.models.values())
+        )
+
+    def get(self, name: str | None, kinds: tuple[str, ...]) -> LoadedModel:
+        """The served model called `name` (or its last path part), or the first of `kinds`."""
+        if name is None or name == "":
+            for model in self.models.values():
+                if model.spec.kind in kinds:
+                    return model
+            raise ModelNotFound(f"no {' or '.join(kinds)} model is served", param="model")
+        model = self.models.get(name) or self._by_short_name(name)
+        if model is None:
+            served = ", ".join(sorted(self.models)) or "none yet"
+            raise ModelNotFound(f"model {name!r} is not served (served: {served})", param="model")
+        if model.spec.kind not in kinds:
+            raise InvalidInput(
+                f"model {name!r} is a {model.spec.kind} model; this route takes "
+                f"{' or '.join(kinds)} models",
+                param="model",
+            )
+        return model
+
+    def _by_short_name(self, name: str) -> LoadedModel | None:
+        matches = [m for m in self.models.values() if m.name.rsplit("/", 1)[-1] == name]
+        return matches[0] if len(matches) == 1 else None
+
+    async def load_all(self, settings: Settings, metrics: Metrics) -> None:
+        """Load every configured model; on failure keep /ready at 503 and say why."""
+        self.expected = len(settings.models)
+        try:
+            catalogue = load_catalogue(settings.catalogue_files)
+            specs = [resolve_reference(ref, catalogue) for ref in settings.models]
+            hub = hub_options(settings)
+            for spec in specs:
+                model = await asyncio.to_thread(load_model, spec, settings, hub)
+                if model.runners:
+                    model.batcher = Batcher(
+                        model.name,
+                        model.process,
+                        workers=len(model.runners),
+                        config=batch_config(settings),
+                        observer=metrics.observer(model.name),
+                    )
+                    model.batcher.start()
+                self.add(model)
+        except ModelLoadError as exc:
+            self.error = str(exc)
+            log.error("model loading failed: %s", exc)
+        except Exception as exc:
+            self.error = f"unexpected error while loading models: {type(exc).__name__}"
+            log.exception("model loading failed")
+
+    async def stop(self) -> None:
+        for model in self.models.values():
+            if model.batcher is not None:
+                await model.batcher.stop()

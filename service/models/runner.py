@@ -1,0 +1,77 @@
+"""One ONNX Runtime session: the only place the service touches onnxruntime.
+
+Every kind runs through this runner; kinds differ only in what they feed it and how they
+read what it returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import ModelLoadError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def choose_provider(requested: str) -> str:
+    """Map the execution_provider setting to an ORT provider; a missing GPU is an error."""
+    providers = available_providers()
+    if requested == "cuda":
+        if CUDA not in providers:
+            raise ModelLoadError(
+                "execution_provider=cuda but this onnxruntime has no CUDA provider "
+                f"(it has {providers}); install onnxruntime-gpu and check the GPU driver"
+            )
+        return CUDA
+    if requested == "auto" and CUDA in providers:
+        return CUDA
+    return CPU
+
+
+def default_threads(replicas: int) -> int:
+    return max(1, (os.cpu_count() or 1) // replicas)
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, *, provider: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers = [provider] if provider == CPU else [provider, CPU]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:
+            raise ModelLoadError(f"could not load ONNX graph {path}: {exc}") from exc
+        if self.session.get_providers()[0] != provider:
+            raise ModelLoadError(
+                f"{path}: asked for {provider} but ONNX Runtime gave {self.session.get_providers()}"
+            )
+        self.provider = provider
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def run(self, feeds: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+        """Run the graph on the feeds it declares as inputs (extra feeds are ignored)."""
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise ValueError(f"graph inputs without a feed: {missing}")
+        used = {name: feeds[name] for name in self.input_names}
+        outputs: Sequence[npt.NDArray[Any]] = self.session.run(None, used)
+        return [np.asarray(output) for output in outputs]

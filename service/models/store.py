@@ -1,0 +1,138 @@
+"""Where a model's files come from: resolving a model reference to a directory on disk.
+
+A reference is a catalogue name (files fetched from the Hugging Face Hub into its cache),
+a local directory written by ``python -m service convert`` (it holds ``service_model.json``),
+or ``NAME@DIR``: a catalogue entry served from a local directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelLoadError
+from service.models.catalogue import ModelSpec, spec_from_dict
+
+METADATA_FILE = "service_model.json"
+# Files a model directory may carry besides the graph; fetched when the repo has them.
+OPTIONAL_FILES = (
+    "tokenizer.json",
+    "config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    METADATA_FILE,
+)
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    cache_dir: Path | None = None
+    offline: bool = False
+    token: str | None = None
+    endpoint: str | None = None  # None: huggingface_hub's own (HF_ENDPOINT)
+
+
+def read_metadata(directory: Path) -> dict[str, Any] | None:
+    path = directory / METADATA_FILE
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def resolve_reference(reference: str, catalogue: dict[str, ModelSpec]) -> ModelSpec:
+    """Turn one entry of the `models` setting into a spec (no file is fetched here)."""
+    if "@" in reference:
+        name, _, directory = reference.partition("@")
+        if name not in catalogue:
+            raise ModelLoadError(f"model {name!r} is not in the catalogue (reference {reference!r})")
+        return catalogue[name].with_local_source(Path(directory))
+    path = Path(reference)
+    if path.is_dir():
+        metadata = read_metadata(path)
+        if metadata is None:
+            raise ModelLoadError(
+                f"{path} has no {METADATA_FILE}: convert it with `python -m service convert`, "
+                "or serve it as NAME@DIR with a catalogue name"
+            )
+        row = dict(metadata["spec"])
+        row["source"] = {"local": str(path), "model_file": metadata.get("model_file", "model.onnx")}
+        return spec_from_dict(row, origin=str(path / METADATA_FILE))
+    if reference in catalogue:
+        return catalogue[reference]
+    raise ModelLoadError(
+        f"unknown model {reference!r}: not a catalogue name and not a directory "
+        "(see GET /models of a running service, or models_config/)"
+    )
+
+
+def model_directory(spec: ModelSpec, hub: HubOptions, extra_files: tuple[str, ...] = ()) -> Path:
+    """Return a directory holding the spec's files, fetching them from the Hub if needed."""
+    source = spec.source
+    if source.local is not None:
+        directory = source.local
+        if not (directory / source.model_file).is_file():
+            raise ModelLoadError(f"model {spec.name!r}: {directory / source.model_file} is missing")
+        return directory
+    assert source.hf is not None  # catalogue validation guarantees hf or local
+    required = (source.model_file, *source.additional_files, *extra_files)
+    paths = [_download(source.hf, name, source.revision, hub, required=True) for name in required]
+    for name in OPTIONAL_FILES:
+        _download(source.hf, name, source.revision, hub, required=False)
+    # hf_hub_download keeps the repo layout, so the snapshot root is the model directory.
+    root = paths[0]
+    for _ in Path(source.model_file).parts:
+        root = root.parent
+    return root
+
+
+def _download(repo: str, filename: str, revision: str | None, hub: HubOptions, *, required: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    offline = hub.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
+    try:
+        path = hf_hub_download(
+            repo,
+            filename,
+            revision=revision,
+            cache_dir=hub.cache_dir,
+            token=hub.token,
+            endpoint=hub.endpoint,
+            local_files_only=offline,
+        )
+    except EntryNotFoundError as exc:  # the repo exists, the file does not
+        if not required:
+            return Path()
+        raise ModelLoadError(f"{repo}: file {filename!r} not found on the Hub") from exc
+    except LocalEntryNotFoundError as exc:  # offline, or the Hub could not be reached
+        if not required:
+            return Path()
+        where = "in the local cache (offline mode)" if offline else "and the Hub is unreachable"
+        raise ModelLoadError(f"{repo}: file {filename!r} is not cached {where}") from exc
+    except Exception as exc:  # HTTP errors: 401/403/404 repo, 5xx
+        if not required and "404" in str(exc):
+            return Path()
+        raise ModelLoadError(f"{repo}: could not fetch {filename!r}: {exc}") from exc
+    return Path(path)
+
+
+def with_variant(spec: ModelSpec, directory: Path, variant: str, on_gpu: bool) -> tuple[ModelSpec, str]:
+    """Pick the graph file of a converted directory: the asked variant, or its recorded default."""
+    metadata = read_metadata(directory)
+    if metadata is None or "variants" not in metadata:
+        return spec, "original"
+    variants: dict[str, str] = metadata["variants"]
+    if variant == "auto":
+        variant = metadata.get("default_gpu" if on_gpu else "default_cpu", "fp32")
+    if variant not in variants:
+        raise ModelLoadError(
+            f"model {spec.name!r}: graph variant {variant!r} not in {directory} "
+            f"(has {sorted(variants)}); convert with the option that writes it"
+        )
+    source = replace(spec.source, model_file=variants[variant])
+    return replace(spec, source=source), variant

@@ -1,0 +1,155 @@
+"""Tokenization shared by every text kind: load a tokenizer the way the service needs it,
+encode texts (or pre-tokenized ids) into padded-later items, and pad a batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Encoding, Tokenizer
+
+from service.errors import InvalidInput, ModelLoadError, PayloadTooLarge
+
+Ids = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One tokenized input: ids and (for pairs) token type ids, unpadded."""
+
+    ids: Ids
+    type_ids: Ids | None = None
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    tokenizer: Tokenizer
+    max_length: int
+    pad_id: int
+    special_prefix: tuple[int, ...]
+    special_suffix: tuple[int, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+def load_text_encoder(directory: Path, max_length: int) -> TextEncoder:
+    """Load tokenizer.json, dropping any fixed padding it carries (MiniLM's pads to 128) and
+    truncating at the model's max length instead of the file's."""
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{directory} has no tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(path))
+    pad_id = _pad_id(tokenizer, directory)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    prefix, suffix = _special_tokens(tokenizer)
+    tokenizer.enable_truncation(max_length=max_length)
+    return TextEncoder(tokenizer, max_length, pad_id, prefix, suffix)
+
+
+def _special_tokens(tokenizer: Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The special tokens the post-processor puts before and after a text ([CLS] / [SEP])."""
+    core = tokenizer.encode("a", add_special_tokens=False).ids
+    full = tokenizer.encode("a").ids
+    for start in range(len(full) - len(core) + 1):
+        if full[start : start + len(core)] == core:
+            return tuple(full[:start]), tuple(full[start + len(core) :])
+    return (), ()
+
+
+def _pad_id(tokenizer: Tokenizer, directory: Path) -> int:
+    if tokenizer.padding is not None:
+        return int(tokenizer.padding["pad_id"])
+    config = directory / "config.json"
+    if config.is_file():
+        value = json.loads(config.read_text()).get("pad_token_id")
+        if isinstance(value, int):
+            return value
+    for token in ("[PAD]", "<pad>", "<|endoftext|>"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def _checked(encoding: Encoding, index: int, truncate: bool, limit: int) -> Encoded:
+    if encoding.overflowing and not truncate:
+        raise PayloadTooLarge(
+            f"input {index} is longer than the model's limit of {limit} tokens; "
+            "shorten it or send truncate=true",
+            param="input",
+        )
+    return Encoded(np.asarray(encoding.ids, dtype=np.int64))
+
+
+def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, truncate: bool) -> list[Encoded]:
+    encodings = encoder.tokenizer.encode_batch(list(texts))
+    return [_checked(e, i, truncate, encoder.max_length) for i, e in enumerate(encodings)]
+
+
+def encode_pairs(
+    encoder: TextEncoder, pairs: Sequence[tuple[str, str]], *, truncate: bool
+) -> list[Encoded]:
+    """Encode (query, document) pairs; truncation cuts the document side only."""
+    tokenizer = encoder.tokenizer
+    tokenizer.enable_truncation(max_length=encoder.max_length, strategy="only_second")
+    try:
+        encodings = tokenizer.encode_batch(list(pairs))
+    finally:
+        tokenizer.enable_truncation(max_length=encoder.max_length)
+    result = []
+    for index, encoding in enumerate(encodings):
+        item = _checked(encoding, index, truncate, encoder.max_length)
+        result.append(Encoded(item.ids, np.asarray(encoding.type_ids, dtype=np.int64)))
+    return result
+
+
+def encode_token_ids(
+    encoder: TextEncoder, inputs: Sequence[Sequence[int]], *, truncate: bool
+) -> list[Encoded]:
+    """Pre-tokenized input (OpenAI's lists of token ids): ids of this model's vocabulary,
+    without special tokens; the model's special tokens are added around them."""
+    room = encoder.max_length - len(encoder.special_prefix) - len(encoder.special_suffix)
+    vocab = encoder.vocab_size
+    result = []
+    for index, ids in enumerate(inputs):
+        if any(not 0 <= token < vocab for token in ids):
+            raise InvalidInput(
+                f"input {index} holds token ids outside the model's vocabulary (0..{vocab - 1})",
+                param="input",
+            )
+        if len(ids) > room:
+            if not truncate:
+                raise PayloadTooLarge(
+                    f"input {index} has {len(ids)} tokens, over the model's limit of "
+                    f"{encoder.max_length} tokens (special tokens included)",
+                    param="input",
+                )
+            ids = ids[:room]
+        full = [*encoder.special_prefix, *ids, *encoder.special_suffix]
+        result.append(Encoded(np.asarray(full, dtype=np.int64)))
+    return result
+
+
+def pad_batch(items: Sequence[Encoded], pad_id: int) -> dict[str, npt.NDArray[np.int64]]:
+    """Right-pad a batch to its longest item: input_ids, attention_mask, token_type_ids."""
+    width = max(len(item) for item in items)
+    ids = np.full((len(items), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    types = np.zeros((len(items), width), dtype=np.int64)
+    for row, item in enumerate(items):
+        n = len(item)
+        ids[row, :n] = item.ids
+        mask[row, :n] = 1
+        if item.type_ids is not None:
+            types[row, :n] = item.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}

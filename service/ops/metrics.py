@@ -1,0 +1,90 @@
+"""Prometheus metrics: one registry per app, one family prefix, durations in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+PREFIX = "embed"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests", "HTTP requests answered", ["route", "model", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "End-to-end request duration",
+            ["route", "model", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokenize_seconds = Histogram(
+            f"{PREFIX}_tokenization_seconds", "Preparing one request's inputs", ["model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_seconds = Histogram(
+            f"{PREFIX}_queue_wait_seconds", "Time an input waited for its batch", ["model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inference_seconds = Histogram(
+            f"{PREFIX}_inference_seconds", "One batch's inference and post-processing", ["model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size", "Inputs per inference batch", ["model"],
+            buckets=SIZE_BUCKETS, registry=r,
+        )
+        self.batch_tokens = Histogram(
+            f"{PREFIX}_batch_tokens", "Padded tokens per inference batch", ["model"],
+            buckets=TOKEN_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Inputs waiting for a batch", ["model"], registry=r
+        )
+        self.rejected = Counter(
+            f"{PREFIX}_rejected", "Requests refused by the batcher", ["model", "reason"], registry=r
+        )
+
+    def observer(self, model: str) -> ModelObserver:
+        return ModelObserver(self, model)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ModelObserver:
+    """The batcher's view of the metrics, with the model label bound."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._tokenize = metrics.tokenize_seconds.labels(model)
+        self._queue = metrics.queue_seconds.labels(model)
+        self._inference = metrics.inference_seconds.labels(model)
+        self._size = metrics.batch_size.labels(model)
+        self._tokens = metrics.batch_tokens.labels(model)
+        self._depth = metrics.queue_depth.labels(model)
+        self._rejected = metrics.rejected
+        self._model = model
+
+    def tokenized(self, seconds: float) -> None:
+        self._tokenize.observe(seconds)
+
+    def batch_done(self, size: int, tokens: int, seconds: float, waits: Sequence[float]) -> None:
+        self._size.observe(size)
+        self._tokens.observe(tokens)
+        self._inference.observe(seconds)
+        for wait in waits:
+            self._queue.observe(wait)
+
+    def queue_depth(self, depth: int) -> None:
+        self._depth.set(depth)
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.labels(self._model, reason).inc()

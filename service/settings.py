@@ -1,0 +1,87 @@
+"""The one place configuration is read.
+
+Every field is an environment variable under the ``EMBED_`` prefix (``EMBED_PORT``,
+``EMBED_MODELS``, ...) and most are also command-line flags of ``python -m service``.
+The README's settings table is generated from this class (``make settings-doc``) and a
+test checks that it is up to date.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _split_list(value: object) -> object:
+    """Accept ``a,b,c`` (or a JSON-free list) for list settings given as env vars."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBED_", extra="forbid")
+
+    # --- serving -------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    """Address to bind."""
+    port: int = Field(8000, ge=1, le=65535)
+    """TCP port to listen on."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the service's JSON logs."""
+
+    # --- models --------------------------------------------------------------------------
+    models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL])
+    """Models to serve, comma separated. Each is a catalogue name (fetched from the Hugging
+    Face Hub), a local model directory, or NAME@DIR to serve a catalogue entry from DIR."""
+    catalogue_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Extra TOML catalogue files, for models the built-in catalogue does not know."""
+    cache_dir: Path | None = None
+    """Where Hub downloads are kept (default: huggingface_hub's cache, HF_HOME)."""
+    offline: bool = False
+    """Never contact the Hub; serve only what is in the cache (HF_HUB_OFFLINE=1 does the same)."""
+    hf_token: str | None = None
+    """Token for private or gated Hub repositories (HF_TOKEN works too)."""
+    truncate: bool = True
+    """Inputs longer than a model's max tokens are truncated (true) or refused with 413 (false).
+    A request's own `truncate` field overrides this."""
+
+    # --- inference -------------------------------------------------------------------------
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    """ONNX Runtime provider: cuda needs onnxruntime-gpu and a GPU, and fails at start when
+    either is missing; auto takes CUDA when available, else CPU."""
+    intra_op_threads: int = Field(0, ge=0)
+    """Threads per ONNX Runtime session (0: all cores divided among replicas)."""
+    replicas: int = Field(1, ge=1)
+    """Sessions per model, each fed by the same batcher (many-core CPUs)."""
+    graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"
+    """Which ONNX graph of a converted model directory to load; auto takes the variant the
+    conversion recorded as default for the execution provider."""
+
+    # --- batching --------------------------------------------------------------------------
+    max_batch_items: int = Field(32, ge=1)
+    """Most inputs in one inference batch."""
+    max_batch_tokens: int = Field(8192, ge=1)
+    """Token budget of one batch, counted as padded length x items."""
+    max_wait_ms: float = Field(2.0, ge=0)
+    """How long a batch may wait for companions when the model is idle."""
+    queue_max_items: int = Field(4096, ge=1)
+    """Inputs waiting per model; beyond it requests get 429 with Retry-After."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """A request that waits longer for its inference gets 503."""
+
+    # --- limits ----------------------------------------------------------------------------
+    max_inputs_per_request: int = Field(2048, ge=1)
+    """Most inputs (texts, images, documents) in one request; more get 400."""
+    max_input_chars: int = Field(100_000, ge=1)
+    """Longest text input in characters; longer gets 413."""
+
+    @field_validator("models", "catalogue_files", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)

@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny model directories, an in-process app client, a live server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests import tiny_models
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def tiny_dense(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    directory = tmp_path_factory.mktemp("tiny-dense")
+    table = tiny_models.build_dense_model(directory)
+    return directory, table
+
+
+def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get("/ready")
+        if response.status_code == 200:
+            return
+        if response.json().get("reason"):
+            raise AssertionError(f"service failed to load: {response.json()}")
+        time.sleep(0.02)
+    raise AssertionError("service not ready in time")
+
+
+@contextmanager
+def serving(**settings: Any) -> Iterator[TestClient]:
+    """An in-process app (lifespan included) with the given settings, ready to call."""
+    app = create_app(Settings(**settings))
+    with TestClient(app) as client:
+        wait_ready(client)
+        yield client
+
+
+@pytest.fixture
+def tiny_client(tiny_dense: tuple[Path, np.ndarray]) -> Iterator[TestClient]:
+    with serving(models=[str(tiny_dense[0])]) as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def live_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[str]:
+    """`python -m service` in a subprocess on a free loopback port; yields its base URL."""
+    port = free_port()
+    full_env = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port), **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"], env=full_env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not become ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def real_minilm() -> Path:
+    if not (REAL_MINILM / "service_model.json").is_file():
+        raise AssertionError(f"{REAL_MINILM} is missing: run `make models` (make test does)")
+    return REAL_MINILM
+
+
+TextCheck = Callable[[str], None]
