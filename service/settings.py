@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     """Inputs waiting per model; beyond it requests get 429 with Retry-After."""
     request_timeout_s: float = Field(30.0, gt=0)
     """A request that waits longer for its inference gets 503."""
+    inference_timeout_s: float = Field(60.0, gt=0)
+    """A batch running longer is abandoned: its requests get 503, its worker a new thread."""
 
     # --- limits ----------------------------------------------------------------------------
     max_inputs_per_request: int = Field(2048, ge=1)

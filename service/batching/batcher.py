@@ -37,6 +37,7 @@ class BatchConfig:
     queue_max_items: int = 4096
     timeout_s: float = 30.0
     window: int = 1024
+    inference_timeout_s: float = 60.0
 
 
 class BatchObserver(Protocol):
@@ -87,7 +88,8 @@ class Batcher:
         self._preparing = 0  # requests accepted and being tokenized: companions on their way
         self._wakeup: asyncio.Event | None = None
         self._free: asyncio.Queue[int] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        # One thread per worker, so a batch that hangs can be abandoned with its thread.
+        self._executors: list[ThreadPoolExecutor] = []
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
         self.batches_run = 0
@@ -98,7 +100,7 @@ class Batcher:
         self._free = asyncio.Queue()
         for index in range(self._workers):
             self._free.put_nowait(index)
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"infer-{self.name}")
+        self._executors = [self._new_executor(i) for i in range(self._workers)]
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
         self._task.add_done_callback(self._loop_ended)
 
@@ -117,8 +119,11 @@ class Batcher:
             if not item.future.done():
                 item.future.set_exception(Unavailable("the service is shutting down"))
         self._queue.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _new_executor(self, worker: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(1, thread_name_prefix=f"infer-{self.name}-{worker}")
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         """The loop must never end on its own; if it does, log why and start it again."""
@@ -231,16 +236,21 @@ class Batcher:
             self._queue = deque(item for item in self._queue if not item.future.done())
 
     def _dispatch(self, worker: int, batch: list[_Item]) -> None:
-        assert self._executor is not None
         now = time.perf_counter()
         waits = [now - item.enqueued for item in batch]
         payloads = [item.payload for item in batch]
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._run, worker, payloads)
+        future = loop.run_in_executor(self._executors[worker], self._run, worker, payloads)
         self._inflight.add(future)
+        watchdog = loop.call_later(
+            self.config.inference_timeout_s, self._abandon, worker, batch, future
+        )
 
         def finished(done: asyncio.Future[tuple[Sequence[Any], float]]) -> None:
+            watchdog.cancel()
             self._inflight.discard(done)
+            if done.cancelled():  # abandoned by the watchdog, which freed the worker
+                return
             assert self._free is not None
             self._free.put_nowait(worker)
             self.batches_run += 1
@@ -256,6 +266,23 @@ class Batcher:
                     item.future.set_result(result)
 
         future.add_done_callback(finished)
+
+    def _abandon(self, worker: int, batch: list[_Item], future: asyncio.Future[Any]) -> None:
+        """A batch ran past inference_timeout_s: fail its requests with 503, leave its thread
+        behind, and give the worker a fresh thread so the model keeps serving."""
+        log.error("batch of %d on %s hung for %.0fs; abandoning its thread", len(batch),
+                  self.name, self.config.inference_timeout_s)
+        self._observer.rejected("inference_timeout")
+        self._fail(batch, Unavailable(
+            f"inference on {self.name!r} did not finish in {self.config.inference_timeout_s:g}s",
+            code="inference_timeout",
+        ))
+        self._executors[worker].shutdown(wait=False)
+        self._executors[worker] = self._new_executor(worker)
+        future.cancel()
+        self._inflight.discard(future)
+        assert self._free is not None
+        self._free.put_nowait(worker)
 
     def _run(self, worker: int, payloads: Sequence[Any]) -> tuple[Sequence[Any], float]:
         started = time.perf_counter()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.errors import InferenceFailed
 from service.models.catalogue import ModelSpec
 from service.models.runner import OnnxRunner
 from service.models.text import TextEncoder
@@ -49,4 +50,9 @@ class LoadedModel:
         for name, value in self.spec.options.get("constant_inputs", {}).items():
             feeds[name] = np.asarray(value, dtype=np.int64)
         outputs = self.runners[worker].run(feeds)
+        for output in outputs:
+            if output.dtype.kind == "f" and not np.isfinite(output).all():
+                raise InferenceFailed(
+                    f"model {self.name!r} produced NaN or infinite values for this batch"
+                )
         return self.handler.postprocess(self, outputs, feeds, payloads)

@@ -59,6 +59,7 @@ def batch_config(settings: Settings) -> BatchConfig:
         max_wait_s=settings.max_wait_ms / 1000,
         queue_max_items=settings.queue_max_items,
         timeout_s=settings.request_timeout_s,
+        inference_timeout_s=settings.inference_timeout_s,
     )
 
 

@@ -1,0 +1,213 @@
+"""The micro-batcher's promises, checked with recording fake process functions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from service.batching.batcher import Batcher, BatchConfig
+from service.batching.formation import form_batch, full_batch_waiting
+from service.errors import InferenceFailed, Overloaded, Unavailable
+
+
+class Recorder:
+    """process(worker, payloads): doubles each payload, records every batch; can be made to
+    block (gate), fail (payload 'boom') or hang once."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, worker: int, payloads: Sequence[Any]) -> list[Any]:
+        self.entered.set()
+        self.gate.wait(10)
+        self.batches.append(list(payloads))
+        if "boom" in payloads:
+            raise RuntimeError("secret internal detail")
+        return [p * 2 for p in payloads]
+
+
+def items(*payloads: Any) -> list[tuple[int, Any]]:
+    return [(len(str(p)), p) for p in payloads]
+
+
+async def started(recorder: Recorder, **config: Any) -> Batcher:
+    batcher = Batcher("m", recorder, config=BatchConfig(**config))
+    batcher.start()
+    return batcher
+
+
+async def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder, max_items=64, max_wait_s=0.05)
+    recorder.gate.clear()  # hold the first batch so the others pile up behind it
+    first = asyncio.create_task(batcher.enqueue(items(1000)))
+    await asyncio.to_thread(recorder.entered.wait, 5)
+    others = [asyncio.create_task(batcher.enqueue(items(i, i + 100))) for i in range(10)]
+    await asyncio.sleep(0.05)
+    recorder.gate.set()
+    results = await asyncio.gather(first, *others)
+    assert results[0] == [2000]
+    assert results[1:] == [[2 * i, 2 * (i + 100)] for i in range(10)]
+    assert len(recorder.batches) == 2  # 21 inputs from 11 requests in 2 inference calls
+    await batcher.stop()
+
+
+async def test_a_big_request_is_split_across_batches_and_reassembled_in_order() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder, max_items=4)
+    payloads = list(range(10, 0, -1))
+    assert await batcher.enqueue(items(*payloads)) == [2 * p for p in payloads]
+    assert [len(b) for b in recorder.batches] == [4, 4, 2]
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_only_its_requests() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder)
+    with pytest.raises(InferenceFailed) as failure:
+        await batcher.enqueue(items("boom", "x"))
+    assert "secret" not in failure.value.message and failure.value.status == 500
+    assert await batcher.enqueue(items(3)) == [6]
+    assert batcher.alive
+    await batcher.stop()
+
+
+async def test_a_cancelled_request_costs_no_inference() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder)
+    recorder.gate.clear()
+    blocker = asyncio.create_task(batcher.enqueue(items(1)))
+    await asyncio.to_thread(recorder.entered.wait, 5)
+    gone = asyncio.create_task(batcher.enqueue(items(777)))
+    await asyncio.sleep(0.01)
+    gone.cancel()  # what the HTTP layer does when the client disconnects
+    await asyncio.sleep(0.01)
+    recorder.gate.set()
+    assert await blocker == [2]
+    assert await batcher.enqueue(items(5)) == [10]
+    assert all(777 not in batch for batch in recorder.batches)
+    await batcher.stop()
+
+
+async def test_a_full_queue_answers_429_at_once_with_retry_after() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder, queue_max_items=3)
+    recorder.gate.clear()
+    running = asyncio.create_task(batcher.enqueue(items(1)))
+    await asyncio.to_thread(recorder.entered.wait, 5)
+    waiting = asyncio.create_task(batcher.enqueue(items(2, 3)))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded) as refused:
+        await batcher.enqueue(items(4, 5))
+    assert refused.value.status == 429 and int(refused.value.headers["Retry-After"]) >= 1
+    recorder.gate.set()
+    assert await running == [2] and await waiting == [4, 6]  # nothing accepted is lost
+    await batcher.stop()
+
+
+async def test_a_request_waiting_past_its_deadline_gets_503() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder, timeout_s=0.1)
+    recorder.gate.clear()
+    with pytest.raises(Unavailable) as late:
+        await batcher.enqueue(items(1))
+    assert late.value.status == 503
+    recorder.gate.set()
+    await batcher.stop()
+
+
+async def test_a_hung_batch_is_abandoned_and_the_worker_replaced() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder, inference_timeout_s=0.2, timeout_s=5)
+    recorder.gate.clear()
+    with pytest.raises(Unavailable) as hung:
+        await batcher.enqueue(items(1))
+    assert hung.value.code == "inference_timeout"
+    # The stuck thread is still blocked on the gate; a fresh one serves the next batch.
+    recorder.gate.set()
+    assert await batcher.enqueue(items(4)) == [8]
+    await batcher.stop()
+
+
+async def test_no_waiting_for_companions_when_none_are_coming() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder, max_wait_s=5.0)
+    began = time.perf_counter()
+    assert await batcher.submit(lambda: items(21)) == [42]
+    assert time.perf_counter() - began < 2.5  # it would take 5 s if it waited
+
+
+async def test_the_loop_restarts_after_an_unexpected_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = Recorder()
+    batcher = await started(recorder)
+    calls = {"n": 0}
+    real = Batcher._next_batch
+
+    async def crash_once(self: Batcher) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("bug")
+        return await real(self)
+
+    monkeypatch.setattr(Batcher, "_next_batch", crash_once)
+    await asyncio.sleep(0)
+    batcher._wakeup.set()  # type: ignore[union-attr]
+    await asyncio.sleep(0.01)
+    assert batcher.alive
+    assert await batcher.enqueue(items(6)) == [12]
+    await batcher.stop()
+
+
+async def test_stop_finishes_running_batches_and_fails_queued_ones_clearly() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder)
+    recorder.gate.clear()
+    running = asyncio.create_task(batcher.enqueue(items(1)))
+    await asyncio.to_thread(recorder.entered.wait, 5)
+    queued = asyncio.create_task(batcher.enqueue(items(2)))
+    await asyncio.sleep(0.01)
+    threading.Timer(0.05, recorder.gate.set).start()
+    await batcher.stop()
+    assert await running == [2]
+    with pytest.raises(Unavailable):
+        await queued
+
+
+# --- batch formation (pure) --------------------------------------------------------------
+def test_the_oldest_item_is_always_in_the_next_batch() -> None:
+    lengths = [200, 10, 10, 10, 10, 190]
+    chosen = form_batch(lengths, max_items=2, max_tokens=10_000, window=100)
+    assert 0 in chosen and chosen == [5, 0]  # its closest companion in length
+
+
+def test_batches_group_similar_lengths() -> None:
+    lengths = [50, 5, 49, 6, 51, 7, 48]
+    chosen = form_batch(lengths, max_items=4, max_tokens=10_000, window=100)
+    assert sorted(lengths[i] for i in chosen) == [48, 49, 50, 51]
+
+
+def test_the_token_budget_counts_padded_length() -> None:
+    lengths = [10, 10, 10, 100, 10]
+    chosen = form_batch(lengths, max_items=10, max_tokens=40, window=100)
+    assert sorted(chosen) == [0, 1, 2, 4]  # 4 x 10 = 40 fits; the 100 would pad to 500
+    assert 0 in form_batch([500, 1], max_items=10, max_tokens=40, window=100)
+
+
+def test_the_window_limits_what_is_considered() -> None:
+    lengths = [10, 90, 90, 90, 10]
+    chosen = form_batch(lengths, max_items=2, max_tokens=10_000, window=4)
+    assert 4 not in chosen and 0 in chosen
+
+
+def test_full_batch_detection() -> None:
+    assert full_batch_waiting([1] * 32, max_items=32, max_tokens=10_000)
+    assert full_batch_waiting([5000, 5000], max_items=32, max_tokens=8192)
+    assert not full_batch_waiting([10, 10], max_items=32, max_tokens=8192)
