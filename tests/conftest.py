@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,16 +71,18 @@ def live_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[str]:
     """`python -m service` in a subprocess on a free loopback port; yields its base URL."""
     port = free_port()
     full_env = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port), **env}
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [sys.executable, "-m", "service"], env=full_env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"server exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                log.seek(0)
+                raise AssertionError(f"server exited: {log.read().decode()[-2000:]}")
             try:
                 if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                     break
@@ -96,6 +99,7 @@ def live_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 @pytest.fixture(scope="session")
