@@ -1,0 +1,107 @@
+"""Fetching models through huggingface_hub, against a stand-in Hub on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.errors import ModelLoadError
+from service.models.catalogue import Source, spec_from_dict
+from service.models.store import HubOptions, model_directory
+from tests import tiny_models
+from tests.conftest import free_port, live_server
+from tests.fake_hub import HubState, fake_hub
+
+REPO = "test-org/tiny-dense"
+
+
+def hub_spec(model_file: str = "model.onnx") -> object:
+    return spec_from_dict(
+        {"name": "test-org/tiny", "kind": "dense", "dim": tiny_models.DIM, "pooling": "mean",
+         "max_length": 16, "source": {"hf": REPO, "model_file": model_file}}
+    )
+
+
+@pytest.fixture
+def state(tiny_dense: tuple[Path, np.ndarray]) -> HubState:
+    hub = HubState()
+    hub.add_directory(REPO, tiny_dense[0])
+    return hub
+
+
+def snapshot_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.rglob("snapshots/*/*"))
+
+
+def test_downloads_required_and_optional_files_into_the_cache(state: HubState, tmp_path: Path) -> None:
+    with fake_hub(state) as url:
+        directory = model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=url, token="hf_secret"))
+    assert (directory / "model.onnx").read_bytes() == state.repos[REPO]["model.onnx"]
+    assert (directory / "tokenizer.json").is_file() and (directory / "config.json").is_file()
+    assert not (directory / "preprocessor_config.json").exists()  # optional, absent on the Hub
+    assert all(auth == "Bearer hf_secret" for _, _, auth in state.requests)
+
+
+def test_offline_mode_serves_from_the_cache_without_the_hub(state: HubState, tmp_path: Path) -> None:
+    with fake_hub(state) as url:
+        first = model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=url))
+    seen = len(state.requests)
+    again = model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, offline=True, endpoint="http://127.0.0.1:9"))
+    assert again == first and len(state.requests) == seen
+
+
+def test_a_missing_file_is_a_clear_error(state: HubState, tmp_path: Path) -> None:
+    with fake_hub(state) as url, pytest.raises(ModelLoadError) as error:
+        model_directory(hub_spec("onnx/missing.onnx"), HubOptions(cache_dir=tmp_path, endpoint=url))
+    assert "onnx/missing.onnx" in str(error.value) and "not found" in str(error.value)
+    assert "missing.onnx" not in snapshot_files(tmp_path)
+
+
+def test_a_hub_that_is_down_is_a_clear_error(tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ModelLoadError) as error:
+        model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=down))
+    assert REPO in str(error.value) and "model.onnx" in str(error.value)
+    assert snapshot_files(tmp_path) == []
+
+
+def test_a_cut_download_leaves_no_half_written_file(state: HubState, tmp_path: Path) -> None:
+    state.truncate.add("model.onnx")
+    with fake_hub(state) as url, pytest.raises(ModelLoadError):
+        model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=url))
+    assert "model.onnx" not in snapshot_files(tmp_path)
+    state.truncate.clear()  # a later start completes the download
+    with fake_hub(state) as url:
+        directory = model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=url))
+    assert (directory / "model.onnx").read_bytes() == state.repos[REPO]["model.onnx"]
+
+
+def test_local_source_needs_its_graph(tmp_path: Path) -> None:
+    spec = hub_spec()
+    local = spec.with_local_source(tmp_path)  # type: ignore[attr-defined]
+    assert isinstance(local.source, Source)
+    with pytest.raises(ModelLoadError, match="missing"):
+        model_directory(local, HubOptions())
+
+
+@pytest.mark.slow
+def test_the_service_fetches_a_catalogue_model_through_hf_endpoint(
+    state: HubState, tmp_path: Path, tiny_dense: tuple[Path, np.ndarray]
+) -> None:
+    """End to end, as a user runs it: HF_ENDPOINT, an extra catalogue file, a cache dir."""
+    catalogue = tmp_path / "extra.toml"
+    catalogue.write_text(
+        '[[model]]\nname = "test-org/tiny"\nkind = "dense"\ndim = 8\npooling = "mean"\n'
+        f'max_length = 16\n[model.source]\nhf = "{REPO}"\n'
+    )
+    with fake_hub(state) as hub_url:
+        env = {"HF_ENDPOINT": hub_url, "EMBED_CATALOGUE_FILES": str(catalogue),
+               "EMBED_MODELS": "test-org/tiny", "EMBED_CACHE_DIR": str(tmp_path / "cache")}
+        with live_server(env) as url:
+            import httpx
+
+            body = httpx.post(f"{url}/embed/dense", json={"inputs": ["hello world"]}).json()
+    expected = tiny_models.expected_dense(tiny_dense[1], "hello world")
+    np.testing.assert_allclose(body["embeddings"][0], expected, atol=1e-6)
