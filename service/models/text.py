@@ -35,6 +35,10 @@ class TextEncoder:
     pad_id: int
     special_prefix: tuple[int, ...]
     special_suffix: tuple[int, ...]
+    # A second tokenizer that truncates pairs on the document side only: tokenizers keep
+    # truncation as mutable state, so one tokenizer cannot safely serve both modes from
+    # several threads.
+    pair_tokenizer: Tokenizer
 
     @property
     def vocab_size(self) -> int:
@@ -53,7 +57,10 @@ def load_text_encoder(directory: Path, max_length: int) -> TextEncoder:
     tokenizer.no_truncation()
     prefix, suffix = _special_tokens(tokenizer)
     tokenizer.enable_truncation(max_length=max_length)
-    return TextEncoder(tokenizer, max_length, pad_id, prefix, suffix)
+    pairs = Tokenizer.from_file(str(path))
+    pairs.no_padding()
+    pairs.enable_truncation(max_length=max_length, strategy="only_second")
+    return TextEncoder(tokenizer, max_length, pad_id, prefix, suffix, pairs)
 
 
 def _special_tokens(tokenizer: Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -100,12 +107,7 @@ def encode_pairs(
     encoder: TextEncoder, pairs: Sequence[tuple[str, str]], *, truncate: bool
 ) -> list[Encoded]:
     """Encode (query, document) pairs; truncation cuts the document side only."""
-    tokenizer = encoder.tokenizer
-    tokenizer.enable_truncation(max_length=encoder.max_length, strategy="only_second")
-    try:
-        encodings = tokenizer.encode_batch(list(pairs))
-    finally:
-        tokenizer.enable_truncation(max_length=encoder.max_length)
+    encodings = encoder.pair_tokenizer.encode_batch(list(pairs))
     result = []
     for index, encoding in enumerate(encodings):
         item = _checked(encoding, index, truncate, encoder.max_length)

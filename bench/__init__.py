@@ -1,0 +1,1 @@
+"""`make bench`: what the service does on this machine, in figures (see README)."""

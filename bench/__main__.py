@@ -1,0 +1,147 @@
+"""`make bench` (python -m bench): in-process ceiling, served figures and their ratios, graph
+variants, a FastEmbed peer line where it installs, and memory under load.
+
+Environment: BENCH_PASSAGES (default 1024), BENCH_SOAK_S (default 300: the 5-minute RSS
+check), BENCH_MODEL_DIR (default models/all-MiniLM-L6-v2), BENCH_THREADS (default: cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from bench import corpus, inprocess, served
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", ROOT / "models" / "all-MiniLM-L6-v2"))
+PASSAGES = int(os.environ.get("BENCH_PASSAGES", "1024"))
+SOAK_S = float(os.environ.get("BENCH_SOAK_S", "300"))
+THREADS = int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1)))
+lines: list[str] = []
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+    lines.append(text)
+
+
+def row(*cells: object) -> None:
+    say("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def main() -> None:
+    metadata = json.loads((MODEL_DIR / "service_model.json").read_text())
+    name = metadata["spec"]["name"]
+    default = metadata["variants"][metadata["default_cpu"]]
+    passages = corpus.load("passages.jsonl", PASSAGES)
+    queries = corpus.load("queries.jsonl", PASSAGES)
+    say(f"# make bench: {name}, {time.strftime('%Y-%m-%d %H:%M')}")
+    say(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
+        f"{len(passages)} passages, {len(queries)} queries; default graph {default}")
+    ceiling, best_batch = ceiling_line(passages, default)
+    single_ms = inprocess.single_latency_ms(MODEL_DIR, default, passages[:200], THREADS)
+    say(f"in-process one passage at a time: p50 {single_ms:.1f} ms")
+    served_lines(name, passages, ceiling, single_ms)
+    variants_lines(passages, queries, best_batch)
+    peer_line(name, passages, ceiling)
+    replica_lines(passages, default, best_batch)
+    memory_lines(name, passages)
+    out = ROOT / "bench-results"
+    out.mkdir(exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {path}")
+
+
+def ceiling_line(passages: list[str], graph: str) -> tuple[float, int]:
+    say("\n## 1. In-process ceiling (tokenizers + ONNX Runtime, length-sorted batches)\n")
+    row("batch", "passages/s")
+    row("---", "---")
+    best = (0.0, 0)
+    for batch in (8, 16, 32, 64):
+        rate, _ = inprocess.throughput(MODEL_DIR, graph, passages, batch, THREADS)
+        row(batch, f"{rate:.1f}")
+        best = max(best, (rate, batch))
+    unsorted, _ = inprocess.throughput(MODEL_DIR, graph, passages, best[1], THREADS, sort=False)
+    say(f"\nceiling: {best[0]:.1f} passages/s at batch {best[1]} "
+        f"(arrival order, unsorted: {unsorted:.1f}/s)")
+    return best
+
+
+def served_lines(name: str, passages: list[str], ceiling: float, single_ms: float) -> None:
+    say("\n## 2-3. Served over HTTP on loopback (same model, same machine)\n")
+    row("load", "passages/s", "p50 ms", "p99 ms", "errors", "ratio to ceiling")
+    row("---", "---", "---", "---", "---", "---")
+    with served.server({"EMBED_MODELS": f"{name}@{MODEL_DIR}"}) as (url, _):
+        for per_request, concurrency in ((1, 1), (1, 8), (1, 32), (1, 64), (32, 4)):
+            texts = passages[:256] if concurrency == 1 else passages
+            result = served.load(url, name, texts, per_request, concurrency)
+            row(f"{per_request}/request x {concurrency}", f"{result.passages_per_s:.1f}",
+                f"{result.p50_ms:.1f}", f"{result.p99_ms:.1f}", result.errors,
+                f"{result.passages_per_s / ceiling:.2f}")
+            if concurrency == 1:
+                say(f"|  (concurrency 1: p50 {result.p50_ms - single_ms:+.1f} ms over in-process) |"
+                    " | | | | |")
+
+
+def variants_lines(passages: list[str], queries: list[str], batch: int) -> None:
+    metadata = json.loads((MODEL_DIR / "service_model.json").read_text())
+    say("\n## 5. Graph variants (in-process, agreement with fp32 on this corpus)\n")
+    row("variant", "corpus", "texts/s", "x fp32", "min cosine", "mean cosine")
+    row("---", "---", "---", "---", "---", "---")
+    for label, texts in (("passages", passages), ("queries", queries)):
+        base_rate, base = inprocess.throughput(MODEL_DIR, "model.onnx", texts, batch, THREADS)
+        row("fp32", label, f"{base_rate:.1f}", "1.00", "1", "1")
+        for variant, graph in metadata["variants"].items():
+            if variant == "fp32" or variant == "fp16":
+                continue
+            rate, vectors = inprocess.throughput(MODEL_DIR, graph, texts, batch, THREADS)
+            low, mean = inprocess.cosine(base, vectors)
+            row(variant, label, f"{rate:.1f}", f"{rate / base_rate:.2f}", f"{low:.4f}", f"{mean:.5f}")
+    say(f"\ndefault on CPU: {metadata['default_cpu']} (a variant is the default only if its "
+        "minimum cosine is >= 0.99)")
+
+
+def peer_line(name: str, passages: list[str], ceiling: float) -> None:
+    say("\n## 4. Peer: FastEmbed in-process on the same model file\n")
+    try:
+        from fastembed import TextEmbedding
+    except ImportError:
+        say("fastembed is not installed here (pip install fastembed to add this line)")
+        return
+    model = TextEmbedding(model_name=name, specific_model_path=str(MODEL_DIR),
+                          local_files_only=True, threads=THREADS)
+    list(model.embed(passages[:32], batch_size=32))
+    started = time.perf_counter()
+    list(model.embed(passages, batch_size=32))
+    rate = len(passages) / (time.perf_counter() - started)
+    say(f"FastEmbed {rate:.1f} passages/s (batch 32) = {rate / ceiling:.2f} x our in-process ceiling")
+
+
+def replica_lines(passages: list[str], graph: str, batch: int) -> None:
+    say(f"\n## Replicas: sessions x threads on {THREADS} cores (inference only, batch {batch})\n")
+    row("sessions x threads", "passages/s")
+    row("---", "---")
+    for sessions in sorted({1, 2, THREADS // 4 or 1, THREADS // 2 or 1, THREADS}):
+        threads = max(1, THREADS // sessions)
+        rate = inprocess.replicas(MODEL_DIR, graph, passages, batch, sessions, threads)
+        row(f"{sessions} x {threads}", f"{rate:.1f}")
+
+
+def memory_lines(name: str, passages: list[str]) -> None:
+    say(f"\n## 6. Server memory under {SOAK_S:.0f} s of load (1 passage/request x 32)\n")
+    with served.server({"EMBED_MODELS": f"{name}@{MODEL_DIR}"}, port=8766) as (url, pid):
+        served.load(url, name, passages[:256], 1, 32)
+        warm, _ = served.rss_mb(pid)
+        result = served.load(url, name, passages, 1, 32, seconds=SOAK_S)
+        after, peak = served.rss_mb(pid)
+    say(f"RSS after warm-up {warm:.0f} MiB, after load {after:.0f} MiB "
+        f"({(after / warm - 1) * 100:+.1f}%), peak {peak:.0f} MiB; "
+        f"{result.passages_per_s:.1f} passages/s, {result.errors} errors")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Served figures: the real `python -m service` on loopback under concurrent HTTP load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Load:
+    passages_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+@contextmanager
+def server(env: dict[str, str], port: int = 8765) -> Iterator[tuple[str, int]]:
+    full = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port),
+            "EMBED_LOG_LEVEL": "warning", **env}
+    process = subprocess.Popen([sys.executable, "-m", "service"], env=full, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the service did not become ready")
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+async def _run(url: str, model: str, texts: list[str], per_request: int, concurrency: int,
+               seconds: float | None) -> Load:
+    chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
+    latencies: list[float] = []
+    errors = 0
+    done = 0
+    position = 0
+    stop_at = time.perf_counter() + seconds if seconds else None
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            nonlocal errors, done, position
+            while True:
+                if stop_at is None and position >= len(chunks):
+                    return
+                if stop_at is not None and time.perf_counter() > stop_at:
+                    return
+                chunk = chunks[position % len(chunks)]
+                position += 1
+                started = time.perf_counter()
+                response = await client.post("/v1/embeddings", json={"input": chunk, "model": model})
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    errors += 1
+                else:
+                    done += len(chunk)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+    return Load(done / elapsed, float(p50), float(p99), errors)
+
+
+def load(url: str, model: str, texts: list[str], per_request: int, concurrency: int,
+         seconds: float | None = None) -> Load:
+    asyncio.run(_run(url, model, texts[: 2 * concurrency * per_request], per_request, concurrency, None))
+    return asyncio.run(_run(url, model, texts, per_request, concurrency, seconds))
