@@ -20,10 +20,11 @@ from service.convert import cli
 BERT_SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 PUNCTUATION = list(",.!?;:'\"()-")
-WORDS = (
-    "hello world the a cat dog sat on mat fast slow red blue green what is where are "
-    "one two three four five six seven eight nine ten sun moon star sky sea"
-).split()
+WORDS = [
+    "hello", "world", "the", "a", "cat", "dog", "sat", "on", "mat", "fast", "slow", "red",
+    "blue", "green", "what", "is", "where", "are", "one", "two", "three", "four", "five", "six",
+    "seven", "eight", "nine", "ten", "sun", "moon", "star", "sky", "sea",
+]
 HIDDEN = 32
 COLBERT_DIM = 16
 QUERY_LENGTH = 8
