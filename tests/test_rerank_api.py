@@ -46,8 +46,9 @@ def expected_logits(
     """PyTorch logits for the pairs, built token by token (the document side cut to fit)."""
     logits = []
     for doc in docs:
-        q = query.split()[: lm.MAX_LENGTH // 2]
-        room = lm.MAX_LENGTH - len(q) - (3 if name == BERT else 4)
+        specials = 3 if name == BERT else 4
+        q = query.split()[: (lm.MAX_LENGTH - specials) // 2]
+        room = lm.MAX_LENGTH - len(q) - specials
         d = doc.split()[:room]
         if name == BERT:
             ids, types = bert_pair(q, d)
@@ -108,7 +109,7 @@ def test_long_documents_are_cut_on_the_document_side(
     client: TestClient, models: dict[str, lm.Built]
 ) -> None:
     long_doc = " ".join(lm.WORDS * 2)
-    long_query = " ".join(lm.WORDS[:20])  # over half the model's 24 tokens: cut to 12
+    long_query = " ".join(lm.WORDS[:20])  # cut to (24 - special tokens) // 2 = 10 words
     for name in (BERT, XLMR):
         for query in (QUERY, long_query):
             body = client.post("/rerank", json={"model": name, "query": query,

@@ -1,7 +1,8 @@
 """Cross-encoder reranking: each (query, document) pair is one batch item; one logit per pair.
 
-The query is cut (at a token boundary) to half the model's length when it is longer, so that
-the pair's truncation, which cuts only the document side, always has room for the document.
+The query is cut (at a token boundary) to half of what the pair's special tokens leave, so
+that truncation, which cuts only the document side, always leaves the document at least as
+many tokens as the query (and cutting the longest side first would cut the same tokens).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 
 def query_budget(encoder: TextEncoder) -> int:
-    return encoder.max_length // 2
+    specials = int(encoder.tokenizer.num_special_tokens_to_add(is_pair=True))
+    return max((encoder.max_length - specials) // 2, 1)
 
 
 def cut_query(encoder: TextEncoder, query: str, *, truncate: bool) -> str:
@@ -33,7 +35,7 @@ def cut_query(encoder: TextEncoder, query: str, *, truncate: bool) -> str:
     if not truncate:
         raise PayloadTooLarge(
             f"the query is longer than {budget} tokens (half of the model's "
-            f"{encoder.max_length}); shorten it or send truncate=true",
+            f"{encoder.max_length}, less special tokens); shorten it or send truncate=true",
             param="query",
         )
     return query[: encoding.offsets[budget - 1][1]]
