@@ -5,8 +5,8 @@ The layout of colbert-ir/colbertv2.0 and answerdotai/answerai-colbert-small-v1 (
 ``HF_ColBERT``): ``config.json`` of the encoder, one weights file whose encoder keys carry the
 ``bert.`` prefix and whose projection is ``linear.weight`` (dim x hidden, no bias), and an
 optional ``artifact.metadata`` JSON with ColBERT's settings (query_maxlen, marker tokens,
-attend_to_mask_tokens). The graph outputs the projected token vectors, unnormalised; the
-service normalises them and applies the token rules.
+attend_to_mask_tokens). The graph takes input_ids and attention_mask and outputs the projected
+token vectors, unnormalised; the service normalises them and applies the token rules.
 """
 
 from __future__ import annotations
@@ -94,7 +94,6 @@ def plan_colbert(request: ExportRequest) -> ExportPlan:
         ExportPlan,
         keyword_module,
         max_length_of,
-        takes_token_types,
         text_example,
     )
 
@@ -104,7 +103,9 @@ def plan_colbert(request: ExportRequest) -> ExportPlan:
     hidden = int(encoder.config.hidden_size)
     linear = projection_of(load_weights(request.source), request, hidden)
     parts = torch.nn.ModuleDict({"encoder": encoder, "linear": linear})
-    inputs, mask = text_example(int(encoder.config.vocab_size), takes_token_types(encoder))
+    # Token types are all 0 in ColBERT: the graph takes ids and mask only, as the published
+    # ONNX files of colbertv2.0 and answerai-colbert-small do.
+    inputs, mask = text_example(int(encoder.config.vocab_size), with_types=False)
 
     def call(model: Any, **kwargs: Any) -> Any:
         return model["linear"](model["encoder"](**kwargs).last_hidden_state)
