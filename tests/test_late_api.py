@@ -194,3 +194,15 @@ def test_late_model_rows_load(tmp_path: Path) -> None:
     jina = rows["jinaai/jina-colbert-v2"].options
     assert (jina["query_marker_id"], jina["document_marker_id"]) == (250002, 250003)
     assert jina["attend_to_mask_tokens"] is True and jina["mask_token"] == "<mask>"
+
+
+def test_query_rules_of_a_model_that_attends_to_mask_tokens() -> None:
+    """jina-colbert-v2's rules: XLM-R specials, markers 250002/250003, <mask> attended."""
+    rules = late.LateRules(query_marker=250002, document_marker=250003, mask_id=250001,
+                           query_length=6, attend_to_mask=True, skip_ids=frozenset({5}))
+    item = late.build_query([10, 11], [0], [2], rules)
+    assert item.ids.tolist() == [0, 250002, 10, 11, 2, 250001]
+    assert item.mask.tolist() == [1] * 6 and item.tokens == 5
+    doc = late.build_document([10, 5, 11], [0], [2], rules, pad_id=1)
+    assert doc.ids.tolist() == [0, 250003, 10, 5, 11, 2]
+    assert doc.keep.tolist() == [True, True, True, False, True, True]
