@@ -174,6 +174,9 @@ def test_rerank_with_a_late_model_ranks_by_maxsim(client: TestClient, colbert: l
         ("/score/maxsim", {"query": {"embedding": [[1.0], []]},
                            "documents": ["red"]}, 400, "query"),
         ("/score/maxsim", {"query": "red", "documents": ["sea"], "model": "nope"}, 404, "model"),
+        ("/score/maxsim", {"query": "red",
+                           "documents": ["sea", {"embedding": "!!", "shape": [1, 1]}]},
+         400, "documents"),
     ],
 )
 def test_bad_input_gets_the_envelope(client: TestClient, route: str, payload: dict, status: int,

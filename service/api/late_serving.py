@@ -52,29 +52,30 @@ def encode_matrix(index: int, matrix: Matrix, encoding_format: str) -> dict[str,
 
 def decode_vectors(value: MultiVector, where: str) -> Matrix:
     """A precomputed multi-vector as a (tokens, dim) float32 matrix; 400 when malformed."""
+    param = where.split(".")[0]
     if isinstance(value.embedding, str):
         shape = value.shape
         if shape is None or len(shape) != 2 or min(shape) < 1:
-            raise InvalidInput(f"{where}: base64 vectors need shape [tokens, dim]", param=where)
+            raise InvalidInput(f"{where}: base64 vectors need shape [tokens, dim]", param=param)
         try:
             raw = base64.b64decode(value.embedding, validate=True)
         except (binascii.Error, ValueError):
-            raise InvalidInput(f"{where}: embedding is not valid base64", param=where) from None
+            raise InvalidInput(f"{where}: embedding is not valid base64", param=param) from None
         if len(raw) != shape[0] * shape[1] * 4:
             raise InvalidInput(
                 f"{where}: {len(raw)} bytes do not hold a float32 matrix of shape {shape}",
-                param=where,
+                param=param,
             )
         matrix = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
     else:
         rows = value.embedding
         if not rows or len({len(row) for row in rows}) != 1 or not rows[0]:
             raise InvalidInput(
-                f"{where}: embedding must be a non-empty list of rows of equal length", param=where
+                f"{where}: embedding must be a non-empty list of rows of equal length", param=param
             )
         matrix = np.asarray(rows, dtype=np.float32)
     if not np.all(np.isfinite(matrix)):
-        raise InvalidInput(f"{where}: embedding holds NaN or infinite values", param=where)
+        raise InvalidInput(f"{where}: embedding holds NaN or infinite values", param=param)
     return matrix
 
 
