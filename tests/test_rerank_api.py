@@ -164,3 +164,11 @@ def test_reranker_rows_load() -> None:
                      "BAAI/bge-reranker-base", "jinaai/jina-reranker-v1-tiny-en",
                      "jinaai/jina-reranker-v1-turbo-en",
                      "jinaai/jina-reranker-v2-base-multilingual"}
+
+
+def test_sigmoid_is_exact_and_does_not_overflow() -> None:
+    from service.models.kinds.rerank import sigmoid
+
+    logits = np.array([-3.0, 0.0, 2.5])
+    np.testing.assert_allclose(sigmoid(logits), 1 / (1 + np.exp(-logits)), atol=1e-12)
+    assert sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]  # no overflow warning

@@ -68,7 +68,8 @@ def postprocess(
 
 
 def sigmoid(scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return 1.0 / (1.0 + np.exp(-scores))
+    """1 / (1 + exp(-x)), written with tanh so that large logits cannot overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * scores))
 
 
 def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
