@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from service.convert.colbert import plan_colbert
 from service.models.store import METADATA_FILE
 
 OPSET = 17
@@ -215,6 +216,7 @@ PLANNERS: dict[str, Planner] = {
     "dense": plan_dense,
     "sparse": plan_splade,
     "rerank": plan_cross_encoder,
+    "late": plan_colbert,
 }
 
 

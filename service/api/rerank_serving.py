@@ -1,0 +1,100 @@
+"""Reranking logic: cross-encoder pairs through the batcher (or MaxSim for a late model),
+scores, order and top_n."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.api.late_serving import maxsim_scores, resolve_late
+from service.api.rerank_protocol import RerankDocument, RerankRequest
+from service.errors import InvalidInput, PayloadTooLarge
+from service.models.kinds.rerank import prepare_pairs, sigmoid
+from service.models.loaded import LoadedModel
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: list[float]  # one per document, in request order
+    tokens: int
+
+
+def check_documents(query: object, documents: Sequence[object], settings: Settings) -> list[str]:
+    """Validate a query and its documents; return the documents given as text."""
+    if isinstance(query, str) and not query.strip():
+        raise InvalidInput("query must not be empty", param="query")
+    if not documents:
+        raise InvalidInput("documents must not be empty", param="documents")
+    if len(documents) > settings.max_inputs_per_request:
+        raise InvalidInput(
+            f"{len(documents)} documents in one request; the limit is "
+            f"{settings.max_inputs_per_request}",
+            param="documents",
+        )
+    texts = [doc.text if isinstance(doc, RerankDocument) else doc for doc in documents]
+    strings = [text for text in texts if isinstance(text, str)]
+    for index, text in enumerate([query, *texts]):
+        if isinstance(text, str) and len(text) > settings.max_input_chars:
+            where = "query" if index == 0 else f"document {index - 1}"
+            raise PayloadTooLarge(
+                f"{where} has {len(text)} characters; the limit is {settings.max_input_chars}",
+                param="query" if index == 0 else "documents",
+            )
+    return strings
+
+
+async def cross_encode(
+    model: LoadedModel, query: str, documents: Sequence[str], *, truncate: bool
+) -> Scored:
+    """One batcher item per (query, document) pair; raw logits in request order."""
+    assert model.batcher is not None
+    counted: list[int] = []
+
+    def prepare() -> list[tuple[int, object]]:
+        items = prepare_pairs(model, query, documents, truncate)
+        counted.append(sum(length for length, _ in items))
+        return list(items)
+
+    scores = await model.batcher.submit(prepare)
+    return Scored([float(s) for s in scores], counted[0] if counted else 0)
+
+
+async def score(
+    model: LoadedModel, body: RerankRequest, texts: list[str], truncate: bool
+) -> Scored:
+    """Relevance of each document: a cross-encoder's logit (sigmoid unless raw_scores), or a
+    late model's MaxSim score."""
+    if model.spec.kind == "late":
+        query, docs, tokens = await resolve_late(model, body.query, texts, truncate=truncate)
+        return Scored(maxsim_scores(query, docs), tokens)
+    scored = await cross_encode(model, body.query, texts, truncate=truncate)
+    if body.raw_scores:
+        return scored
+    return Scored(sigmoid(np.asarray(scored.scores, dtype=np.float64)).tolist(), scored.tokens)
+
+
+def check_top_n(top_n: int | None) -> None:
+    if top_n is not None and top_n < 1:
+        raise InvalidInput(f"top_n must be at least 1, got {top_n}", param="top_n")
+
+
+def ranked(scores: Sequence[float], top_n: int | None) -> list[int]:
+    """Document indices best first (ties keep request order), cut to top_n (more: all)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return order if top_n is None else order[:top_n]
+
+
+def results(
+    scored: Scored, texts: Sequence[str], top_n: int | None, return_documents: bool
+) -> list[dict[str, Any]]:
+    rows = []
+    for index in ranked(scored.scores, top_n):
+        row: dict[str, Any] = {"index": index, "relevance_score": scored.scores[index]}
+        if return_documents:
+            row["document"] = {"text": texts[index]}
+        rows.append(row)
+    return rows
