@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from service.convert import sparse_export
 from service.models.store import METADATA_FILE
 
 OPSET = 17
@@ -211,6 +212,7 @@ PLANNERS: dict[str, Planner] = {
     "dense": plan_dense,
     "sparse": plan_splade,
     "rerank": plan_cross_encoder,
+    "bm42": sparse_export.plan_bm42,
 }
 
 
