@@ -96,6 +96,8 @@ def live_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stderr is not None:
+            process.stderr.close()  # else a ResourceWarning, an error under filterwarnings
 
 
 @pytest.fixture(scope="session")

@@ -51,11 +51,13 @@ def test_word_pieces_merge_into_words() -> None:
 @pytest.mark.slow
 def test_documents_match_fastembed(sparse_client: TestClient, reference: Bm42) -> None:
     texts = bench("passages.jsonl", 200, 101) + bench("queries.jsonl", 30, 87) + EDGE
+    texts.sort(key=len)  # FastEmbed pads batches in arrival order: sorted, it pads less
     expected = [e.as_dict() for e in reference.embed(texts, batch_size=32)]
     got = served(sparse_client, texts, "document")
     assert_same(got, expected)
     assert sum(len(v["indices"]) for v in got) > 2000
-    assert [len(v["indices"]) for v in got[-5:-2]] == [0, 0, 0]
+    edge = [got[texts.index(text)]["indices"] for text in EDGE[:3]]
+    assert edge == [[], [], []]
 
 
 @pytest.mark.slow
