@@ -5,6 +5,8 @@ and BM25 (data/bm25)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -178,3 +180,22 @@ def test_hybrid_members_run_concurrently(monkeypatch: pytest.MonkeyPatch) -> Non
     options = HybridOptions("document", True, None, False)
     with pytest.raises(LookupError, match="reached"):
         asyncio.run(embed_hybrid(members, ["x"], options))
+
+
+def test_unknown_family_fails_loading_with_a_reason(tiny_splade, tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.settings import Settings
+
+    directory, _ = tiny_splade
+    metadata = json.loads((directory / "service_model.json").read_text())
+    metadata["spec"]["options"] = {"family": "bm52"}
+    for name in ("model.onnx", "tokenizer.json"):
+        (tmp_path / name).write_bytes((directory / name).read_bytes())
+    (tmp_path / "service_model.json").write_text(json.dumps(metadata))
+    with TestClient(create_app(Settings(models=[str(tmp_path)]))) as client:
+        for _ in range(500):
+            body = client.get("/ready").json()
+            if body.get("reason"):
+                break
+            time.sleep(0.02)
+        assert "options.family must be one of" in body["reason"] and "bm52" in body["reason"]

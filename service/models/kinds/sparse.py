@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from service.errors import ModelLoadError
+from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
 from service.models.text import Encoded, encode_texts, pad_batch
 
@@ -85,4 +88,15 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
     return prepare_texts(model, texts, None, truncate=True)
 
 
-HANDLER = KindHandler(collate=collate, postprocess=postprocess, warmup=warmup)
+def check_family(spec: ModelSpec, directory: Path) -> None:
+    """SPLADE needs no resources; a row whose family no handler knows lands here: refuse it."""
+    name = spec.options.get("family", "splade")
+    if name != "splade":
+        raise ModelLoadError(
+            f"model {spec.name!r}: options.family must be one of {FAMILIES}, got {name!r}"
+        )
+
+
+HANDLER = KindHandler(
+    collate=collate, postprocess=postprocess, warmup=warmup, load_resources=check_family
+)
