@@ -30,16 +30,16 @@ def test_example_indexes_and_finds_passages(capsys: pytest.CaptureFixture[str]) 
     hybrid = example()
     env = {"EMBED_MODELS": f"{built(REAL_MINILM)},{BM25_DATA}"}
     with live_server(env) as url:
-        passages = hybrid.read("passages.jsonl", 120)
+        passages = hybrid.read("passages.jsonl", 80)
         client = QdrantClient(":memory:")
         hybrid.index(client, url, passages)
-        assert client.count(hybrid.COLLECTION).count == 120
-        picked = list(range(0, 120, 6))
+        assert client.count(hybrid.COLLECTION).count == 80
+        picked = list(range(0, 80, 4))
         queries = [" ".join(passages[i].split()[2:10]) for i in picked]
         found = hybrid.search(client, url, queries)
         top1 = sum(ids[0] == i for i, ids in zip(picked, found, strict=True))
         assert top1 >= 18 and all(i in ids for i, ids in zip(picked, found, strict=True)), found
-        hybrid.main(["--url", url, "--passages", "20", "--queries", "2"])
+        hybrid.main(["--url", url, "--passages", "10", "--queries", "2"])
     printed = capsys.readouterr().out
     assert "The Process class" in printed and "  1. [" in printed
     assert sys.modules.get("hybrid_qdrant") is None
