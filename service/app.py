@@ -9,7 +9,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+<<<<<<< HEAD
 from service.api import dense_router, errors, late_router, ops_router, rerank_router
+=======
+from service.api import dense_router, errors, ops_router, sparse_router
+>>>>>>> sparse
 from service.api.deps import ClientGone, client_gone_response
 from service.api.middleware import RequestContext
 from service.models.registry import ModelRegistry
@@ -56,5 +60,6 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(late_router.router)
     app.include_router(rerank_router.router)
     app.include_router(ops_router.router)
+    app.include_router(sparse_router.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

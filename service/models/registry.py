@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from service.batching.batcher import Batcher, BatchConfig
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound
 from service.models.catalogue import ModelSpec, load_catalogue
-from service.models.kinds import KIND_HANDLERS
+from service.models.kinds import KIND_HANDLERS, handler_for
 from service.models.loaded import LoadedModel
 from service.models.runner import CUDA, OnnxRunner, choose_provider, default_threads
 from service.models.store import HubOptions, model_directory, resolve_reference, with_variant
@@ -28,7 +28,7 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
     """Fetch, load and warm one model (blocking: call it in a thread)."""
     if spec.kind not in KIND_HANDLERS:
         raise ModelLoadError(f"model {spec.name!r}: kind {spec.kind!r} is not served yet")
-    handler = KIND_HANDLERS[spec.kind]
+    handler = handler_for(spec)
     directory = model_directory(spec, hub, handler.extra_files)
     model = LoadedModel(spec=spec, directory=directory, handler=handler)
     if handler.needs_session:

@@ -40,12 +40,25 @@ class KindHandler:
 
 
 def _registry() -> dict[str, KindHandler]:
-    from service.models.kinds import dense, late, rerank
+    from service.models.kinds import bm25, bm42, dense, late, rerank, sparse
 
-    return {"dense": dense.HANDLER, "late": late.HANDLER, "rerank": rerank.HANDLER}
+    return {
+        "dense": dense.HANDLER,
+        "late": late.HANDLER,
+        "rerank": rerank.HANDLER,
+        "sparse": sparse.HANDLER,
+        "sparse/bm25": bm25.HANDLER,
+        "sparse/bm42": bm42.HANDLER,
+    }
 
 
 KIND_HANDLERS: dict[str, KindHandler] = _registry()
+
+
+def handler_for(spec: ModelSpec) -> KindHandler:
+    """The kind's handler, or a family's (``kind/options.family``) where one is registered."""
+    family = f"{spec.kind}/{spec.options.get('family', '')}"
+    return KIND_HANDLERS.get(family) or KIND_HANDLERS[spec.kind]
 
 
 def no_resources(spec: ModelSpec, directory: Path) -> None:

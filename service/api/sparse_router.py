@@ -1,0 +1,52 @@
+"""Routes: POST /embed/sparse (SPLADE, BM25, BM42) and POST /embed/hybrid (named vectors of
+several models in one call)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.api import deps
+from service.api.dense_router import as_list, json_response
+from service.api.dense_serving import check_texts
+from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
+from service.api.sparse_protocol import HybridRequest, HybridResponse, SparseRequest, SparseResponse
+from service.api.sparse_serving import check_inputs, embed_sparse, render
+
+router = APIRouter()
+
+
+@router.post("/embed/sparse", response_model=SparseResponse, tags=["Embeddings"])
+async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
+    """Sparse vectors (indices sorted ascending); an empty input gets an empty vector."""
+    model = deps.pick_model(request, body.model, "sparse")
+    texts = as_list(body.inputs)
+    settings = deps.settings(request)
+    check_inputs(texts, settings)
+    truncate = settings.truncate if body.truncate is None else body.truncate
+    result = await deps.until_disconnect(request, embed_sparse(
+        model, texts, input_type=body.input_type, truncate=truncate, language=body.language,
+    ))
+    embeddings = [render(vector, body.return_tokens) for vector in result.vectors]
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return json_response({"model": model.name, "embeddings": embeddings, "usage": usage})
+
+
+@router.post("/embed/hybrid", response_model=HybridResponse, tags=["Embeddings"])
+async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
+    """Dense and sparse vectors of several models per input, named for Qdrant's named vectors."""
+    asked = [(m, None) if isinstance(m, str) else (m.model, m.name) for m in body.models]
+    models = [deps.pick_model(request, name, "dense", "sparse") for name, _ in asked]
+    names = vector_names(models, [given for _, given in asked])
+    texts = as_list(body.inputs)
+    settings = deps.settings(request)
+    (check_texts if any(m.spec.kind == "dense" for m in models) else check_inputs)(texts, settings)
+    options = HybridOptions(
+        body.input_type, settings.truncate if body.truncate is None else body.truncate,
+        body.language, body.return_tokens,
+    )
+    members = [Member(name, model) for name, model in zip(names, models, strict=True)]
+    rows, tokens = await deps.until_disconnect(request, embed_hybrid(members, texts, options))
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return json_response({"models": {m.name: m.model.name for m in members}, "vectors": rows,
+                          "usage": usage})

@@ -1,0 +1,109 @@
+"""Sparse embedding logic: SPLADE and BM42 documents go through the model's batcher; BM25
+and BM42 queries need no inference and run in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput, PayloadTooLarge
+from service.models.kinds import bm25, bm42
+from service.models.kinds.sparse import InputType, SparseVector, family, prepare_texts
+from service.models.loaded import LoadedModel
+from service.settings import Settings
+
+EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class SparseResult:
+    vectors: list[SparseVector]
+    tokens: int
+
+
+def check_inputs(texts: Sequence[str], settings: Settings) -> None:
+    """Empty strings are allowed here (they get an empty vector); counts and sizes are not."""
+    if not texts:
+        raise InvalidInput("inputs must not be empty", param="inputs")
+    if len(texts) > settings.max_inputs_per_request:
+        raise InvalidInput(
+            f"{len(texts)} inputs in one request; the limit is {settings.max_inputs_per_request}",
+            param="inputs",
+        )
+    for index, text in enumerate(texts):
+        if len(text) > settings.max_input_chars:
+            raise PayloadTooLarge(
+                f"input {index} has {len(text)} characters; "
+                f"the limit is {settings.max_input_chars}",
+                param="inputs",
+            )
+
+
+def check_language(model: LoadedModel, language: str | None) -> None:
+    if language is None:
+        return
+    if family(model) != "bm25":
+        raise InvalidInput(
+            f"language applies to BM25 models only; {model.name!r} is a {family(model)} model",
+            param="language",
+        )
+    bm25.check_language(language)
+
+
+async def embed_sparse(
+    model: LoadedModel,
+    texts: Sequence[str],
+    *,
+    input_type: InputType,
+    truncate: bool,
+    language: str | None = None,
+) -> SparseResult:
+    """Sparse vectors for `texts`, in order; an empty string gets an empty vector."""
+    check_language(model, language)
+    kept = [i for i, text in enumerate(texts) if text]
+    result = await _embed_non_empty(model, [texts[i] for i in kept], input_type, truncate, language)
+    vectors = [EMPTY] * len(texts)
+    for index, vector in zip(kept, result.vectors, strict=True):
+        vectors[index] = vector
+    return SparseResult(vectors, result.tokens)
+
+
+async def _embed_non_empty(
+    model: LoadedModel, texts: list[str], input_type: InputType, truncate: bool,
+    language: str | None,
+) -> SparseResult:
+    if not texts:
+        return SparseResult([], 0)
+    kind = family(model)
+    if kind == "bm25":
+        vectors = await asyncio.to_thread(bm25.embed, model, texts, input_type, language)
+        return SparseResult(vectors, sum(len(bm25.words(text)) for text in texts))
+    counted: list[int] = []
+    if kind == "bm42" and input_type == "query":
+
+        def queries() -> list[SparseVector]:
+            items = prepare_texts(model, texts, input_type, truncate)
+            counted.append(sum(length for length, _ in items))
+            return bm42.query_vectors(model, [encoded for _, encoded in items])
+
+        vectors = await asyncio.to_thread(queries)
+        return SparseResult(vectors, counted[0])
+
+    def prepare() -> list[tuple[int, Any]]:
+        items = prepare_texts(model, texts, input_type, truncate)
+        counted.append(sum(length for length, _ in items))
+        return list(items)
+
+    assert model.batcher is not None
+    return SparseResult(list(await model.batcher.submit(prepare)), counted[0])
+
+
+def render(vector: SparseVector, with_tokens: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"indices": vector.indices.tolist(), "values": vector.values.tolist()}
+    if with_tokens:
+        body["tokens"] = list(vector.tokens)
+    return body
