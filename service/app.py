@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-<<<<<<< HEAD
-from service.api import dense_router, errors, late_router, ops_router, rerank_router
-=======
-from service.api import dense_router, errors, ops_router, sparse_router
->>>>>>> sparse
+from service.api import (
+    dense_router,
+    errors,
+    late_router,
+    ops_router,
+    rerank_router,
+    sparse_router,
+)
 from service.api.deps import ClientGone, client_gone_response
 from service.api.middleware import RequestContext
 from service.models.registry import ModelRegistry

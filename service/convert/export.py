@@ -20,11 +20,8 @@ from typing import Any
 
 import numpy as np
 
-<<<<<<< HEAD
 from service.convert.colbert import plan_colbert
-=======
 from service.convert import sparse_export
->>>>>>> sparse
 from service.models.store import METADATA_FILE
 
 OPSET = 17
@@ -220,11 +217,8 @@ PLANNERS: dict[str, Planner] = {
     "dense": plan_dense,
     "sparse": plan_splade,
     "rerank": plan_cross_encoder,
-<<<<<<< HEAD
     "late": plan_colbert,
-=======
     "bm42": sparse_export.plan_bm42,
->>>>>>> sparse
 }
 
 
