@@ -1,5 +1,6 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware, which breaks disconnect detection):
-a request id on every request and response, and request metrics."""
+a request id on every request and response, timing headers (total, and tokenize, queue and
+inference where the request went through a batcher), and request metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.ops import timing
 from service.ops.metrics import Metrics
 
 ID_HEADER = b"x-request-id"
@@ -28,6 +30,7 @@ class RequestContext:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
         started = time.perf_counter()
+        timings = timing.start()
         status = {"code": 500}
 
         async def send_with_id(message: Message) -> None:
@@ -37,6 +40,7 @@ class RequestContext:
                 headers.append((ID_HEADER, rid.encode("latin-1")))
                 total_ms = (time.perf_counter() - started) * 1000
                 headers.append((b"x-total-time-ms", f"{total_ms:.2f}".encode()))
+                headers.extend(timing.headers(timings))
                 message["headers"] = headers
             await send(message)
 
