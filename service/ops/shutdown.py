@@ -8,12 +8,15 @@ lifespan shutdown (batchers stopped), and the process exits 0.
 
 from __future__ import annotations
 
+import logging
 import signal
 from types import FrameType
 
 import uvicorn
 
 from service.models.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
@@ -22,6 +25,9 @@ class DrainingServer(uvicorn.Server):
         self.registry = registry
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.registry.draining:
+            log.info("signal %s: draining (in-flight requests finish, new ones are refused)",
+                     signal.Signals(sig).name)
         self.registry.draining = True
         super().handle_exit(sig, frame)
         # uvicorn re-raises the signals it caught once its graceful shutdown is done, which
