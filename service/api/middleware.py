@@ -4,16 +4,19 @@ inference where the request went through a batcher), and request metrics."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import envelope
 from service.ops import timing
 from service.ops.metrics import Metrics
 
 ID_HEADER = b"x-request-id"
+log = logging.getLogger(__name__)
 
 
 class RequestContext:
@@ -36,6 +39,7 @@ class RequestContext:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = 1
                 headers = list(message.get("headers", []))
                 headers.append((ID_HEADER, rid.encode("latin-1")))
                 total_ms = (time.perf_counter() - started) * 1000
@@ -46,6 +50,16 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Starlette renders unexpected errors outside every middleware, so that 500 would
+            # lack the request id and timing headers; answer it here instead (logged once).
+            if "started" in status:
+                raise
+            log.error("unhandled error in %s %s (request id %s)", scope.get("method"),
+                      scope.get("path"), rid, exc_info=exc)
+            message = f"internal server error (request id {rid})"
+            response = envelope(500, message, "server_error", "internal_error")
+            await response(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
