@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service.api import dense_router, errors, guard, ops_router
+from service.api import dense_router, errors, guard, openapi_docs, ops_router
 from service.api.deps import ClientGone, client_gone_response
 from service.api.middleware import RequestContext
 from service.models.registry import ModelRegistry
@@ -55,5 +55,6 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(dense_router.router)
     app.include_router(ops_router.router)
     guard.install(app, settings, registry)
+    openapi_docs.install(app)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

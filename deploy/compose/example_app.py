@@ -27,6 +27,6 @@ vectors = [item["embedding"] for item in result["data"]]
 call("PUT", f"{QDRANT}/collections/notes",
      {"vectors": {"size": len(vectors[0]), "distance": "Cosine"}})
 points = [{"id": i, "vector": v, "payload": {"text": t}}
-          for i, (v, t) in enumerate(zip(vectors, texts))]
+          for i, (v, t) in enumerate(zip(vectors, texts, strict=True))]
 call("PUT", f"{QDRANT}/collections/notes/points?wait=true", {"points": points})
 print(f"stored {len(points)} points of dimension {len(vectors[0])} in Qdrant")
