@@ -32,7 +32,10 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ["search", "vector", "index", "query", "document", "model", "batch", "token", "service", "request", "answer", "river", "stone", "garden", "music", "winter", "paper", "engine", "window", "market", "forest"]
+WORDS = [
+    "search", "vector", "index", "query", "document", "model", "batch", "token", "service",
+    "request", "answer", "river", "stone", "garden", "music", "winter", "paper", "engine",
+]
 
 
 @dataclass
