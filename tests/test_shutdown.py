@@ -3,6 +3,9 @@ finish with their full answers, new ones are refused, and the process exits 0.""
 
 from __future__ import annotations
 
+import contextvars
+import json
+import logging
 import signal
 import threading
 import time
@@ -12,7 +15,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
+from service.models.registry import ModelRegistry
+from service.ops import logs
+from service.ops.shutdown import DrainingServer
 from tests.prod_server import running
 
 WORDS = [
@@ -79,8 +87,8 @@ def test_sigterm_during_load_finishes_accepted_requests_and_exits_0(real_minilm:
         stop.set()
         for thread in threads:
             thread.join(70)
-        logs = server.logs()
-    assert code == 0, logs[-3000:]
+        output = server.logs()
+    assert code == 0, output[-3000:]
     every = [outcome for out in outcomes for outcome in out]
     answered = [o for o in every if o.status == 200]
     for outcome in answered:  # every accepted request got its full, correct answer
@@ -94,4 +102,25 @@ def test_sigterm_during_load_finishes_accepted_requests_and_exits_0(real_minilm:
         elif outcome.status not in (None, 200):  # refused while draining, in the envelope
             assert outcome.status == 503 and outcome.body is not None
             assert outcome.body["error"]["code"] == "shutting_down"  # type: ignore[index]
-    assert "draining" in logs
+    assert "draining" in output
+    access = [json.loads(line) for line in output.splitlines()
+              if line.startswith("{") and '"uvicorn.access"' in line]
+    assert access and all(len(entry["request_id"]) == 32 for entry in access)
+
+
+def test_the_signal_handler_drains_at_once_and_keeps_the_exit_clean() -> None:
+    registry = ModelRegistry(expected=0)
+    assert registry.ready
+    server = DrainingServer(uvicorn.Config(app=FastAPI()), registry)
+    server.handle_exit(signal.SIGTERM, None)
+    assert registry.draining and not registry.ready and server.should_exit
+    assert signal.SIGTERM not in server._captured_signals  # uvicorn would re-raise it
+
+
+def test_json_logs_carry_the_request_id() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "served %s", ("it",), None)
+    context = contextvars.copy_context()
+    context.run(logs.request_id.set, "rq-42")
+    line = json.loads(context.run(logs.JsonFormatter().format, record))
+    assert line["request_id"] == "rq-42" and line["message"] == "served it"
+    assert "request_id" not in json.loads(logs.JsonFormatter().format(record))

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import envelope
-from service.ops import timing
+from service.ops import logs, timing
 from service.ops.metrics import Metrics
 
 ID_HEADER = b"x-request-id"
@@ -32,6 +32,7 @@ class RequestContext:
         rid = given if given.isprintable() and given else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
+        logs.request_id.set(rid)
         started = time.perf_counter()
         timings = timing.start()
         status = {"code": 500}
