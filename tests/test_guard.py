@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -144,12 +145,21 @@ def test_draining_refuses_new_work_but_not_probes(tiny_client: TestClient) -> No
 
 
 def test_timing_headers(tiny_client: TestClient) -> None:
+    model = tiny_client.app.state.registry.models["tiny/dense"]
+    original = model.runners[0].run
+
+    def slow(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        time.sleep(0.05)
+        return original(feeds)
+
+    model.runners[0].run = slow
     response = tiny_client.post("/v1/embeddings", json=EMBED)
+    model.runners[0].run = original
     times = {p: float(response.headers[f"x-{p}-time-ms"])
              for p in ("tokenize", "queue", "inference", "total")}
-    assert all(value >= 0 for value in times.values())
-    assert times["tokenize"] + times["queue"] <= times["total"]
-    assert times["inference"] <= times["total"]
+    assert 50 <= times["inference"] < times["total"]  # the 50 ms session is inference
+    assert 0 <= times["queue"] < 50 and 0 <= times["tokenize"] < 50  # an idle model
+    assert times["tokenize"] + times["queue"] + times["inference"] <= times["total"]
     health = tiny_client.get("/health")
     assert "x-total-time-ms" in health.headers and "x-inference-time-ms" not in health.headers
 
