@@ -5,7 +5,8 @@
 
 Without --url it starts the service itself (EMBED_* variables from the environment, as
 `make soak` sets them). The RSS target compares the end to the end of a warm-up (the first
-10% of the run, at least 20 s), since allocators and ONNX Runtime's arenas grow at first.
+10% of the run, at least 20 s, after a first pass of the largest batches), since allocators
+and ONNX Runtime's arenas grow at first. The report has an RSS sample every 5 s.
 Exit status 0 when the targets hold (no errors, RSS growth under 5%), else 1.
 """
 
@@ -169,20 +170,39 @@ def summarise(tally: Tally, seconds: float, rss: dict[str, float]) -> dict[str, 
     }
 
 
+def warm_up(url: str, texts: list[str], model: str, headers: dict[str, str]) -> None:
+    """Send the largest shapes the mix can produce (32 of the longest texts) first: ONNX
+    Runtime's memory arena grows to the biggest batch it has seen, then must stay flat."""
+    longest = sorted(texts, key=len)[-32:]
+    for _ in range(3):
+        response = httpx.post(f"{url}/v1/embeddings", headers=headers, timeout=300,
+                              json={"model": model, "input": longest})
+        response.raise_for_status()
+
+
+def sample_rss(pid: int | None, until: float, series: list[tuple[float, float]]) -> None:
+    started = time.monotonic()
+    while pid and time.monotonic() < until:
+        series.append((round(time.monotonic() - started, 1), round(rss_mib(pid), 1)))
+        time.sleep(5)
+
+
 def run(url: str, pid: int | None, args: argparse.Namespace) -> dict[str, Any]:
     texts = load_texts(args.passages)
     model = httpx.get(f"{url}/v1/models", headers=auth(args)).json()["data"][0]["id"]
     tally = Tally()
     rss = {"start": rss_mib(pid)} if pid else {}
+    warm_up(url, texts, model, auth(args))
     started = time.monotonic()
     until = started + args.seconds
+    series: list[tuple[float, float]] = []
     threads = [threading.Thread(target=worker, args=(url, requests_mix(texts, model), until,
                                                      seed, tally, auth(args)))
                for seed in range(args.workers)]
+    threads.append(threading.Thread(target=sample_rss, args=(pid, until, series)))
     for thread in threads:
         thread.start()
-    warmup = min(args.seconds / 2, max(20.0, args.seconds * 0.1))
-    time.sleep(warmup)
+    time.sleep(min(args.seconds / 2, max(20.0, args.seconds * 0.1)))
     if pid:
         rss["warm"] = rss_mib(pid)
     for thread in threads:
@@ -191,7 +211,9 @@ def run(url: str, pid: int | None, args: argparse.Namespace) -> dict[str, Any]:
         rss["end"] = rss_mib(pid)
     else:
         rss = {"start": 0.0, "warm": 1.0, "end": 1.0}  # unknown: another machine's process
-    return summarise(tally, time.monotonic() - started, rss)
+    report = summarise(tally, time.monotonic() - started, rss)
+    report["rss_series_mib"] = series
+    return report
 
 
 def auth(args: argparse.Namespace) -> dict[str, str]:
