@@ -1,6 +1,6 @@
 """Fuzz the OpenAPI schema with schemathesis against the running service (real process, tiny
 model, API keys on): no 5xx, every status documented, every error in the documented envelope.
-Bounded by FUZZ_SECONDS (default 20)."""
+Bounded by FUZZ_SECONDS (default 12)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ CHECKS = ",".join([
 def test_fuzzing_the_openapi_schema_finds_no_server_error_and_no_undocumented_answer(
     tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
-    seconds = int(os.environ.get("FUZZ_SECONDS", "20"))
+    seconds = int(os.environ.get("FUZZ_SECONDS", "12"))
     env = {"EMBED_MODELS": str(tiny_dense[0]), "EMBED_API_KEYS": "fuzz-key",
            "EMBED_LOG_LEVEL": "warning"}
     with running(env) as server:
