@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.guard import key_matches
+from service.api.guard import declared_length, key_matches
 from tests.conftest import serving
 from tests.tiny_models import expected_dense
 
@@ -184,9 +184,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @pytest.mark.parametrize("header", ["12x", "-5"])
-def test_bad_content_length_is_400(tiny_client: TestClient, header: str) -> None:
-    from service.api.guard import declared_length
-
+def test_bad_content_length_is_400(header: str) -> None:
     scope = {"headers": [(b"content-length", header.encode())]}
     with pytest.raises(Exception) as info:
         declared_length(scope)
