@@ -14,7 +14,7 @@ EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 CHECK_TEXTS = $(addprefix --check-texts ,$(wildcard ../shared/bench/queries.jsonl))
 export EMBED_MODELS
 
-.PHONY: install models run test test-fast lint bench clean settings-doc
+.PHONY: install models run test test-fast lint bench clean settings-doc soak
 
 install: $(VENV)/.installed
 
@@ -70,6 +70,15 @@ lint: install
 
 bench: models
 	$(BIN)/python -m bench
+
+# Soak: a bounded load of mixed routes on loopback against the real service; writes a report
+# (requests, errors, p50/p99, RSS) to bench-results/soak.json. `make soak SOAK_SECONDS=120`.
+SOAK_SECONDS ?= 600
+SOAK_WORKERS ?= 8
+SOAK_PASSAGES ?=
+soak: models
+	$(BIN)/python tools/soak.py --seconds $(SOAK_SECONDS) --workers $(SOAK_WORKERS) \
+	  --report bench-results/soak.json $(if $(SOAK_PASSAGES),--passages $(SOAK_PASSAGES))
 
 clean:
 	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ def _serve(argv: Sequence[str]) -> int:
 
     from service.app import create_app
     from service.ops.logs import configure_logging
+    from service.ops.shutdown import DrainingServer
     from service.settings import Settings
 
     parser = argparse.ArgumentParser(prog="python -m service", description="Run the service.")
@@ -29,10 +30,11 @@ def _serve(argv: Sequence[str]) -> int:
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None,
-        log_level=settings.log_level, timeout_graceful_shutdown=30,
+        log_level=settings.log_level, timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
+    DrainingServer(config, app.state.registry).run()
     return 0
 
 

@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from service.api import (
     dense_router,
     errors,
+    guard,
     late_router,
+    openapi_docs,
     ops_router,
     rerank_router,
     sparse_router,
@@ -64,5 +66,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(rerank_router.router)
     app.include_router(ops_router.router)
     app.include_router(sparse_router.router)
+    guard.install(app, settings, registry)
+    openapi_docs.install(app)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

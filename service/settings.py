@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -83,7 +83,22 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(100_000, ge=1)
     """Longest text input in characters; longer gets 413."""
 
-    @field_validator("models", "catalogue_files", mode="before")
+    # --- production: security, request limits, shutdown (issue 8, docs/production.md) --------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """API keys, comma separated; when set, every route but /health and /ready (and /metrics
+    unless metrics_public) needs `Authorization: Bearer KEY`. Empty: no authentication."""
+    metrics_public: bool = False
+    """Serve /metrics without an API key even when api_keys is set (for in-cluster scraping)."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed by CORS, comma separated (`*` for any); empty: CORS off."""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest request body in bytes; larger gets 413 before it is read."""
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    """Requests served at once (operations routes excepted); more get 429 at once."""
+    shutdown_timeout_s: int = Field(default=30, ge=1)
+    """On SIGTERM, how long in-flight requests may take to finish before they are cancelled."""
+
+    @field_validator("models", "catalogue_files", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)

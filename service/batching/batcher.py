@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from service.batching.formation import form_batch, full_batch_waiting
 from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable
+from service.ops import timing
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,16 @@ class _Item:
     payload: Any
     future: asyncio.Future[Any]
     enqueued: float = field(default_factory=time.perf_counter)
+    started: float = 0.0  # when its batch was dispatched
+
+
+def _record_timings(items: Sequence[_Item]) -> None:
+    """The request's queue wait (until its last batch started) and inference (from its first
+    batch's start to its end), for the response's timing headers."""
+    first = min(item.started for item in items)
+    last = max(item.started for item in items)
+    timing.add("queue", last - min(item.enqueued for item in items))
+    timing.add("inference", time.perf_counter() - first)
 
 
 class Batcher:
@@ -150,6 +161,7 @@ class Batcher:
             started = time.perf_counter()
             items = await asyncio.to_thread(prepare)
             self._observer.tokenized(time.perf_counter() - started)
+            timing.add("tokenize", time.perf_counter() - started)
         finally:
             self._preparing -= 1
         return await self.enqueue(items)
@@ -172,7 +184,9 @@ class Batcher:
         futures = [item.future for item in queued]
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                return list(await asyncio.gather(*futures))
+                results = list(await asyncio.gather(*futures))
+            _record_timings(queued)
+            return results
         except TimeoutError:
             self._observer.rejected("timeout")
             raise Unavailable(
@@ -238,6 +252,8 @@ class Batcher:
     def _dispatch(self, worker: int, batch: list[_Item]) -> None:
         now = time.perf_counter()
         waits = [now - item.enqueued for item in batch]
+        for item in batch:
+            item.started = now
         payloads = [item.payload for item in batch]
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executors[worker], self._run, worker, payloads)

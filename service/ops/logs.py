@@ -1,10 +1,14 @@
-"""JSON logs, one object per line."""
+"""JSON logs, one object per line; records logged while serving a request carry its id."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from contextvars import ContextVar
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""Set by the request middleware for the request's task (and the threads it starts)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -15,6 +19,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        rid = request_id.get()
+        if rid is not None:
+            entry["request_id"] = rid
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

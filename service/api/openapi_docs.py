@@ -1,0 +1,82 @@
+"""The OpenAPI document says what the service really answers: every error in the one envelope
+with the statuses each route can give (FastAPI's default 422 is never sent: validation errors
+are 400), and /metrics as Prometheus text. Clients and fuzzers rely on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.api.guard import OPERATIONS, WITHOUT_KEY
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "ErrorResponse",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+DESCRIPTIONS = {
+    "400": "Invalid request", "401": "Missing or wrong API key", "404": "Model not found",
+    "413": "Request body or input too large", "415": "Unsupported media type",
+    "429": "Too many requests or a full queue (see Retry-After)",
+    "500": "Internal error (the message carries the request id)",
+    "503": "Not ready, shutting down, or inference timed out",
+}
+
+
+def error_statuses(path: str, method: str) -> list[str]:
+    statuses = ["400", "413", "500"]
+    if path not in WITHOUT_KEY:
+        statuses.append("401")
+    if path not in OPERATIONS:
+        statuses += ["429", "503"]
+    if method == "post":
+        statuses += ["404", "415"]
+    return sorted(statuses)
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ERROR_SCHEMA
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status in error_statuses(path, method):
+                responses.setdefault(status, {
+                    "description": DESCRIPTIONS[status],
+                    "content": {"application/json": {"schema": ERROR_REF}},
+                })
+    ready = schema.get("paths", {}).get("/ready", {}).get("get")
+    if ready is not None:
+        ready["responses"]["503"] = {
+            "description": "Not ready: loading, failed, a worker down, or shutting down",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    metrics = schema.get("paths", {}).get("/metrics", {}).get("get")
+    if metrics is not None:
+        metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema["components"]["schemas"].pop(name, None)
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override

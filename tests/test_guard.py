@@ -1,0 +1,191 @@
+"""Admission control: API keys, CORS, body size, concurrency and draining refusals, and the
+timing headers, on the in-process app with the tiny dense model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.guard import declared_length, key_matches
+from tests.conftest import serving
+from tests.tiny_models import expected_dense
+
+EMBED = {"model": "tiny/dense", "input": ["hello world"]}
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code
+    assert "Traceback" not in error["message"]
+    return error  # type: ignore[no-any-return]
+
+
+def test_key_comparison() -> None:
+    keys = [b"alpha", b"beta"]
+    assert key_matches(b"beta", keys)
+    assert not key_matches(b"bet", keys)
+    assert not key_matches(b"", keys)
+
+
+def test_api_keys_guard_every_route_but_probes(tiny_dense: tuple[Path, np.ndarray]) -> None:
+    with serving(models=[str(tiny_dense[0])], api_keys="k1,k2") as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
+        for path in ("/metrics", "/models", "/v1/models", "/openapi.json"):
+            assert_envelope(client.get(path), 401, "invalid_api_key")
+        missing = client.post("/v1/embeddings", json=EMBED)
+        assert_envelope(missing, 401, "invalid_api_key")
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/v1/embeddings", json=EMBED, headers={"Authorization": "Bearer k3"})
+        assert_envelope(wrong, 401, "invalid_api_key")
+        basic = client.post("/v1/embeddings", json=EMBED, headers={"Authorization": "Basic k1"})
+        assert_envelope(basic, 401, "invalid_api_key")
+        good = client.post("/v1/embeddings", json=EMBED, headers={"Authorization": "Bearer k2"})
+        assert good.status_code == 200
+        vector = np.array(good.json()["data"][0]["embedding"])
+        np.testing.assert_allclose(vector, expected_dense(tiny_dense[1], "hello world"), atol=1e-6)
+
+
+def test_metrics_can_be_opened_while_keys_are_set(tiny_dense: tuple[Path, np.ndarray]) -> None:
+    with serving(models=[str(tiny_dense[0])], api_keys="k1", metrics_public=True) as client:
+        assert client.get("/metrics").status_code == 200
+        assert client.get("/models").status_code == 401
+
+
+def test_cors_is_off_by_default_and_configurable(tiny_dense: tuple[Path, np.ndarray]) -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    with serving(models=[str(tiny_dense[0])]) as client:
+        response = client.get("/health", headers={"Origin": "https://app.example"})
+        assert "access-control-allow-origin" not in response.headers
+    with serving(models=[str(tiny_dense[0])], cors_origins="https://app.example",
+                 api_keys="k1") as client:
+        response = client.options("/v1/embeddings", headers=preflight)
+        assert response.status_code == 200  # a preflight needs no key
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.options("/v1/embeddings", headers={**preflight, "Origin": "https://evil"})
+        assert other.status_code == 400
+
+
+def test_body_over_the_limit_is_413_before_reading(tiny_dense: tuple[Path, np.ndarray]) -> None:
+    with serving(models=[str(tiny_dense[0])], max_body_bytes=2048) as client:
+        big = {"model": "tiny/dense", "input": ["hello " * 400]}
+        assert_envelope(client.post("/v1/embeddings", json=big), 413, "request_too_large")
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"model": "tiny/dense", "input": ["'
+            for _ in range(100):
+                yield b"hello " * 10
+            yield b'"]}'
+
+        chunked = client.post("/v1/embeddings", content=chunks(),
+                              headers={"Content-Type": "application/json"})
+        assert_envelope(chunked, 413, "request_too_large")
+
+        def small() -> Iterator[bytes]:
+            yield b'{"model": "tiny/dense", '
+            yield b'"input": ["hello world"]}'
+
+        ok = client.post("/v1/embeddings", content=small(),
+                         headers={"Content-Type": "application/json"})
+        assert ok.status_code == 200
+        vector = np.array(ok.json()["data"][0]["embedding"])
+        np.testing.assert_allclose(vector, expected_dense(tiny_dense[1], "hello world"), atol=1e-6)
+
+
+def test_too_many_concurrent_requests_get_429(tiny_dense: tuple[Path, np.ndarray]) -> None:
+    with serving(models=[str(tiny_dense[0])], max_concurrent_requests=2) as client:
+        model = client.app.state.registry.models["tiny/dense"]
+        gate = threading.Event()
+        original = model.runners[0].run
+
+        def held(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            gate.wait(10)
+            return original(feeds)
+
+        model.runners[0].run = held
+        results: list[int] = []
+
+        def call() -> None:
+            results.append(client.post("/v1/embeddings", json=EMBED).status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        guard_active = _guard(client)
+        _wait_for(lambda: guard_active() == 2)
+        refused = client.post("/v1/embeddings", json=EMBED)
+        assert_envelope(refused, 429, "too_many_requests")
+        assert refused.headers["retry-after"] == "1"
+        assert client.get("/ready").status_code == 200  # probes are never refused
+        gate.set()
+        for thread in threads:
+            thread.join(10)
+        assert results == [200, 200]
+
+
+def test_draining_refuses_new_work_but_not_probes(tiny_client: TestClient) -> None:
+    client = tiny_client
+    client.app.state.registry.draining = True
+    refused = client.post("/v1/embeddings", json=EMBED)
+    assert_envelope(refused, 503, "shutting_down")
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["reason"] == "shutting down"
+    assert client.get("/health").status_code == 200
+    client.app.state.registry.draining = False
+
+
+def test_timing_headers(tiny_client: TestClient) -> None:
+    model = tiny_client.app.state.registry.models["tiny/dense"]
+    original = model.runners[0].run
+
+    def slow(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        time.sleep(0.05)
+        return original(feeds)
+
+    model.runners[0].run = slow
+    response = tiny_client.post("/v1/embeddings", json=EMBED)
+    model.runners[0].run = original
+    times = {p: float(response.headers[f"x-{p}-time-ms"])
+             for p in ("tokenize", "queue", "inference", "total")}
+    assert 50 <= times["inference"] < times["total"]  # the 50 ms session is inference
+    assert 0 <= times["queue"] < 50 and 0 <= times["tokenize"] < 50  # an idle model
+    assert times["tokenize"] + times["queue"] + times["inference"] <= times["total"]
+    health = tiny_client.get("/health")
+    assert "x-total-time-ms" in health.headers and "x-inference-time-ms" not in health.headers
+
+
+def _guard(client: TestClient) -> Callable[[], int]:
+    """The Guard instance inside the app's middleware stack, to read its counter."""
+    app = client.app
+    layer = app.middleware_stack
+    while layer is not None and type(layer).__name__ != "Guard":
+        layer = getattr(layer, "app", None)
+    assert layer is not None
+    return lambda: layer.active
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
+
+    asyncio.run(poll())
+
+
+@pytest.mark.parametrize("header", ["12x", "-5"])
+def test_bad_content_length_is_400(header: str) -> None:
+    scope = {"headers": [(b"content-length", header.encode())]}
+    with pytest.raises(Exception) as info:
+        declared_length(scope)
+    assert getattr(info.value, "status", None) == 400
