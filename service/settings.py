@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(100_000, ge=1)
     """Longest text input in characters; longer gets 413."""
 
+    # --- images (/embed/image) ---------------------------------------------------------------
+    image_max_images: int = Field(64, ge=1)
+    """Most images in one /embed/image request; more get 400."""
+    image_max_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    """Largest image file (after base64 decoding) in bytes; larger gets 413."""
+    image_max_request_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    """Largest /embed/image request body in bytes; larger gets 413 before it is read whole."""
+    image_max_pixels: int = Field(50_000_000, ge=1)
+    """Largest image in pixels (width x height), checked before decoding: decompression
+    bombs get 413. Also sets Pillow's own limit (Image.MAX_IMAGE_PIXELS)."""
+
     @field_validator("models", "catalogue_files", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:

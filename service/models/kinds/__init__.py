@@ -40,9 +40,9 @@ class KindHandler:
 
 
 def _registry() -> dict[str, KindHandler]:
-    from service.models.kinds import dense
+    from service.models.kinds import dense, image
 
-    return {"dense": dense.HANDLER}
+    return {"dense": dense.HANDLER, "image": image.HANDLER}
 
 
 KIND_HANDLERS: dict[str, KindHandler] = _registry()
