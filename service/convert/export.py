@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from service.convert import image_export
 from service.models.store import METADATA_FILE
 
 OPSET = 17
@@ -211,6 +212,8 @@ PLANNERS: dict[str, Planner] = {
     "dense": plan_dense,
     "sparse": plan_splade,
     "rerank": plan_cross_encoder,
+    "image": image_export.plan_image_tower,
+    "clip-text": image_export.plan_text_tower,
 }
 
 

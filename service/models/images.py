@@ -115,7 +115,7 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard, process-wide, from the setting
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width <= 0 or height <= 0:
@@ -125,11 +125,13 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
                 raise _too_many_pixels(index, f" ({width}x{height} = {width * height})", max_pixels)
             image.seek(0)
             image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:  # over twice the limit: Pillow refuses it itself
         raise _too_many_pixels(index, "", max_pixels) from None
     except UnidentifiedImageError:
         raise InvalidInput(
-            f"image {index} is not an image format the service can read", param="images"
+            f"image {index} is not an image the service can read (unknown format, or a header "
+            "that declares no pixels)",
+            param="images",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"image {index} could not be decoded (truncated or corrupt: {exc})",
