@@ -83,3 +83,36 @@ def test_convnext_crop_pct_config() -> None:
     assert config.shortest_edge == 256 and config.crop == (224, 224)
     large = image_config_from_dict({"size": {"shortest_edge": 384}, "crop_pct": 0.875})
     assert large.resize_to == (384, 384) and large.crop is None
+
+
+def test_jina_clip_config_equals_clip_resize_and_centre_crop() -> None:
+    """Jina CLIP's processor (size int, interpolation name, mean/std keys) resizes the shortest
+    edge and pads to a square, cropping the long side centrally: CLIP's pixels."""
+    mean, std = [0.48, 0.45, 0.4], [0.26, 0.26, 0.27]
+    jina = image_config_from_dict({
+        "image_processor_type": "JinaCLIPImageProcessor", "size": 56,
+        "interpolation": "bicubic", "mean": mean, "std": std,
+    })
+    processor = reference({
+        "size": {"shortest_edge": 56}, "crop_size": {"height": 56, "width": 56},
+        "image_mean": mean, "image_std": std,
+    })
+    for name, data in image_models.sample_images().items():
+        ours = preprocess(decode_image(data, 0, MAX_PIXELS), jina)
+        theirs = processor(Image.open(io.BytesIO(data)), return_tensors="np")["pixel_values"][0]
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_catalogue_lists_fastembeds_image_models() -> None:
+    from service.models.catalogue import load_catalogue
+
+    catalogue = load_catalogue()
+    dims = {name: spec.dim for name, spec in catalogue.items() if spec.kind == "image"}
+    assert dims == {
+        "Qdrant/clip-ViT-B-32-vision": 512, "Qdrant/resnet50-onnx": 2048,
+        "Qdrant/Unicom-ViT-B-16": 768, "Qdrant/Unicom-ViT-B-32": 512,
+        "jinaai/jina-clip-v1-vision": 768,
+    }
+    # the matching text towers are dense rows with the same dimension
+    assert catalogue["Qdrant/clip-ViT-B-32-text"].dim == 512
+    assert catalogue["jinaai/jina-clip-v1"].dim == 768

@@ -68,7 +68,30 @@ def _crop(value: Any) -> tuple[int, int]:
     return int(value["height"]), int(value["width"])
 
 
+# Pillow's filter numbers for the names some configs use (`interpolation`, Jina CLIP).
+FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+# Resize the shortest edge to `size`, then crop the centre square (Jina CLIP pads to a square
+# after that resize, which crops the long side centrally: the same pixels).
+SQUARE_CROP_TYPES = ("JinaCLIPImageProcessor",)
+
+
+def _resample(raw: Mapping[str, Any]) -> int:
+    name = raw.get("interpolation")
+    if isinstance(name, str):
+        return FILTERS[name.lower()]
+    return int(raw.get("resample", name if isinstance(name, int) else 3))
+
+
+def _mean_std(raw: Mapping[str, Any]) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    if not raw.get("do_normalize", True):
+        return None, None
+    mean = raw.get("image_mean", raw.get("mean", OPENAI_CLIP_MEAN))
+    std = raw.get("image_std", raw.get("std", OPENAI_CLIP_STD))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def image_config_from_dict(raw: Mapping[str, Any]) -> ImageConfig:
+    """The preprocessing of a preprocessor_config.json (transformers' defaults where absent)."""
     shortest, exact = _size(raw.get("size", {"shortest_edge": 224}))
     crop_pct = raw.get("crop_pct") if shortest is not None else None
     if crop_pct is not None and shortest is not None and shortest < 384:
@@ -77,20 +100,22 @@ def image_config_from_dict(raw: Mapping[str, Any]) -> ImageConfig:
     elif crop_pct is not None and shortest is not None:  # ConvNeXT: warp to a square, no crop
         exact, crop = (shortest, shortest), None
         shortest = None
+    elif raw.get("image_processor_type") in SQUARE_CROP_TYPES and shortest is not None:
+        crop = (shortest, shortest)
     else:
         crop = _crop(raw.get("crop_size", 224)) if raw.get("do_center_crop", True) else None
     if not raw.get("do_resize", True):
         shortest, exact = None, None
-    normalize = bool(raw.get("do_normalize", True))
+    mean, std = _mean_std(raw)
     return ImageConfig(
         shortest_edge=shortest,
         resize_to=exact,
         crop=crop,
         crop_pct=None if crop_pct is None else float(crop_pct),
-        resample=int(raw.get("resample", 3)),
+        resample=_resample(raw),
         rescale=float(raw.get("rescale_factor", 1 / 255)) if raw.get("do_rescale", True) else None,
-        mean=tuple(raw.get("image_mean", OPENAI_CLIP_MEAN)) if normalize else None,
-        std=tuple(raw.get("image_std", OPENAI_CLIP_STD)) if normalize else None,
+        mean=mean,
+        std=std,
     )
 
 
