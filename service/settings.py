@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     image_max_pixels: int = Field(50_000_000, ge=1)
     """Largest image in pixels (width x height), checked before decoding: decompression
     bombs get 413. Also sets Pillow's own limit (Image.MAX_IMAGE_PIXELS)."""
+    image_fetch_urls: bool = False
+    """Let /embed/image fetch images by URL (JSON field `urls`). Off: a service that fetches
+    URLs for clients can be aimed at hosts only it can reach (see docs/image.md). On: http(s)
+    only, public addresses only (checked after DNS and after each redirect), and the size and
+    time limits here."""
+    image_fetch_timeout_s: float = Field(10.0, gt=0)
+    """Time limit for fetching all the URLs of one request."""
 
     @field_validator("models", "catalogue_files", mode="before")
     @classmethod

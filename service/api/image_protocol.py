@@ -16,7 +16,13 @@ class ImageJsonRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     images: list[str] = Field(
-        description="Images as base64 strings or data URIs (data:image/png;base64,...)."
+        default_factory=list,
+        description="Images as base64 strings or data URIs (data:image/png;base64,...).",
+    )
+    urls: list[str] = Field(
+        default_factory=list,
+        description="http(s) URLs of images, fetched by the service when EMBED_IMAGE_FETCH_URLS "
+        "is on (off by default); embedded after `images`.",
     )
     model: str | None = Field(None, description="A served image model; default: the first one.")
     normalize: bool | None = Field(None, description="L2-normalise (default: the model's own).")

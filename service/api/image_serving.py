@@ -6,9 +6,11 @@ Content-Length, or as soon as the bytes streamed past the limit, never after rea
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
+from service.api.image_fetch import FetchPolicy, fetch_image
 from service.api.image_protocol import EncodingFormat, ImageJsonRequest
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.models.kinds.dense import Vectors
@@ -72,7 +75,7 @@ async def read_image_request(request: Request, settings: Settings) -> ImageReque
         )
     body = await read_body(request, settings.image_max_request_bytes)
     if media_type == "application/json":
-        return _from_json(body, settings)
+        return await _from_json(body, settings)
     return await _from_form(request, body, settings)
 
 
@@ -95,14 +98,37 @@ def _check_size(index: int, size: int, settings: Settings) -> None:
         )
 
 
-def _from_json(body: bytes, settings: Settings) -> ImageRequest:
+async def _from_json(body: bytes, settings: Settings) -> ImageRequest:
     try:
         parsed = ImageJsonRequest.model_validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
-    _check_count(len(parsed.images), settings)
+    _check_count(len(parsed.images) + len(parsed.urls), settings)
     images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
+    if parsed.urls:
+        images += await asyncio.to_thread(fetch_all, parsed.urls, len(images), settings)
     return ImageRequest(images, parsed.model, parsed.normalize, parsed.encoding_format)
+
+
+def fetch_all(urls: Sequence[str], first_index: int, settings: Settings) -> list[bytes]:
+    """Fetch image URLs one after the other within one time limit (blocking)."""
+    if not settings.image_fetch_urls:
+        raise InvalidInput(
+            "fetching images by URL is turned off on this service (EMBED_IMAGE_FETCH_URLS); "
+            "send the images themselves",
+            param="urls",
+        )
+    deadline = time.monotonic() + settings.image_fetch_timeout_s
+    fetched = []
+    for offset, url in enumerate(urls):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise InvalidInput(
+                f"fetching the URLs took over {settings.image_fetch_timeout_s:g}s", param="urls"
+            )
+        policy = FetchPolicy(max_bytes=settings.image_max_bytes, timeout_s=left)
+        fetched.append(fetch_image(first_index + offset, url, policy))
+    return fetched
 
 
 def decode_base64(index: int, text: str, settings: Settings) -> bytes:
