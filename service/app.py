@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service.api import dense_router, errors, image_router, ops_router
+from service.api import dense_router, errors, image_router, multimodal_router, ops_router
 from service.api.deps import ClientGone, client_gone_response
 from service.api.middleware import RequestContext
 from service.models.registry import ModelRegistry
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_exception_handler(ClientGone, client_gone_response)
     app.include_router(dense_router.router)
     app.include_router(image_router.router)
+    app.include_router(multimodal_router.router)
     app.include_router(ops_router.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -116,3 +116,17 @@ def test_catalogue_lists_fastembeds_image_models() -> None:
     # the matching text towers are dense rows with the same dimension
     assert catalogue["Qdrant/clip-ViT-B-32-text"].dim == 512
     assert catalogue["jinaai/jina-clip-v1"].dim == 768
+
+
+def test_siglip_config_resizes_to_a_fixed_size_without_crop() -> None:
+    """PaliGemma / ColPali pages: SigLIP's processor warps to height x width, no crop."""
+    from transformers import SiglipImageProcessorPil
+
+    processor = SiglipImageProcessorPil(size={"height": 48, "width": 40})
+    raw = {k: v for k, v in processor.to_dict().items() if k != "resample"} | {"resample": 3}
+    config = image_config_from_dict(raw)
+    assert config.crop is None and config.resize_to == (48, 40)
+    for name, data in image_models.sample_images().items():
+        ours = preprocess(decode_image(data, 0, MAX_PIXELS), config)
+        theirs = processor(Image.open(io.BytesIO(data)), return_tensors="np")["pixel_values"][0]
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0, err_msg=name)

@@ -79,7 +79,7 @@ async def read_image_request(request: Request, settings: Settings) -> ImageReque
     return await _from_form(request, body, settings)
 
 
-def _check_count(count: int, settings: Settings) -> None:
+def check_count(count: int, settings: Settings) -> None:
     if count == 0:
         raise InvalidInput("no images in the request", param="images")
     if count > settings.image_max_images:
@@ -103,7 +103,7 @@ async def _from_json(body: bytes, settings: Settings) -> ImageRequest:
         parsed = ImageJsonRequest.model_validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
-    _check_count(len(parsed.images) + len(parsed.urls), settings)
+    check_count(len(parsed.images) + len(parsed.urls), settings)
     images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
     if parsed.urls:
         images += await asyncio.to_thread(fetch_all, parsed.urls, len(images), settings)
@@ -152,19 +152,29 @@ def decode_base64(index: int, text: str, settings: Settings) -> bytes:
 
 
 async def _from_form(request: Request, body: bytes, settings: Settings) -> ImageRequest:
+    images, fields = await read_form(request, body, settings)
+    check_count(len(images), settings)
+    return _with_form_options(images, {key: value for key, value in fields})
+
+
+async def read_form(
+    request: Request, body: bytes, settings: Settings, max_fields: int = 32
+) -> tuple[list[bytes], list[tuple[str, str]]]:
+    """The image files (checked for type and size) and text fields of a multipart body."""
     replayed = Request(request.scope, receive=_replay(body))
     try:
-        form = await replayed.form(max_files=settings.image_max_images + 1, max_fields=32)
+        form = await replayed.form(max_files=settings.image_max_images + 1, max_fields=max_fields)
     except HTTPException as exc:  # malformed multipart, or far too many parts
         raise InvalidInput(f"multipart body: {exc.detail}", param="images") from None
     try:
         files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        _check_count(len(files), settings)
+        if len(files) > settings.image_max_images:
+            check_count(len(files), settings)
         images = [await _read_part(i, part, settings) for i, part in enumerate(files)]
-        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        fields = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
     finally:
         await form.close()
-    return _with_form_options(images, fields)
+    return images, fields
 
 
 def _replay(body: bytes) -> Receive:

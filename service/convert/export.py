@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from service.convert import image_export
+from service.convert import image_export, multimodal_export
 from service.models.store import METADATA_FILE
 
 OPSET = 17
@@ -214,6 +214,7 @@ PLANNERS: dict[str, Planner] = {
     "rerank": plan_cross_encoder,
     "image": image_export.plan_image_tower,
     "clip-text": image_export.plan_text_tower,
+    "multimodal": multimodal_export.plan_colpali,
 }
 
 

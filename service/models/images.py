@@ -103,7 +103,8 @@ def image_config_from_dict(raw: Mapping[str, Any]) -> ImageConfig:
     elif raw.get("image_processor_type") in SQUARE_CROP_TYPES and shortest is not None:
         crop = (shortest, shortest)
     else:
-        crop = _crop(raw.get("crop_size", 224)) if raw.get("do_center_crop", True) else None
+        wanted = raw.get("do_center_crop", True) and "crop_size" in raw  # SigLIP has none
+        crop = _crop(raw["crop_size"]) if wanted else None
     if not raw.get("do_resize", True):
         shortest, exact = None, None
     mean, std = _mean_std(raw)

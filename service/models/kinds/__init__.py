@@ -40,9 +40,9 @@ class KindHandler:
 
 
 def _registry() -> dict[str, KindHandler]:
-    from service.models.kinds import dense, image
+    from service.models.kinds import dense, image, multimodal
 
-    return {"dense": dense.HANDLER, "image": image.HANDLER}
+    return {"dense": dense.HANDLER, "image": image.HANDLER, "multimodal": multimodal.HANDLER}
 
 
 KIND_HANDLERS: dict[str, KindHandler] = _registry()
