@@ -23,6 +23,12 @@ def _load(request: ExportRequest) -> Any:
     ).eval()
 
 
+def _features(output: Any) -> Any:
+    """transformers 5 returns a model output whose pooler_output is the projected vector;
+    transformers 4 returned that tensor itself."""
+    return getattr(output, "pooler_output", output)
+
+
 def _projection_dim(model: Any) -> int:
     config = model.config
     dim = getattr(config, "projection_dim", None) or config.vision_config.hidden_size
@@ -40,7 +46,7 @@ def plan_image_tower(request: ExportRequest) -> ExportPlan:
     channels = int(getattr(model.config.vision_config, "num_channels", 3))
     pixels = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
     module = keyword_module(
-        model, lambda m, **kw: m.get_image_features(**kw).pooler_output, ["pixel_values"]
+        model, lambda m, **kw: _features(m.get_image_features(**kw)), ["pixel_values"]
     )
     spec = {"dim": _projection_dim(model), "normalize": True}
     return ExportPlan(
@@ -62,7 +68,7 @@ def plan_text_tower(request: ExportRequest) -> ExportPlan:
         inputs["input_ids"][:, -1] = eos
         inputs["input_ids"][0, -2] = eos
     module = keyword_module(
-        model, lambda m, **kw: m.get_text_features(**kw).pooler_output, list(inputs)
+        model, lambda m, **kw: _features(m.get_text_features(**kw)), list(inputs)
     )
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
     axes["text_embeds"] = {0: "batch"}
