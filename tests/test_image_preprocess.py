@@ -130,3 +130,30 @@ def test_siglip_config_resizes_to_a_fixed_size_without_crop() -> None:
         ours = preprocess(decode_image(data, 0, MAX_PIXELS), config)
         theirs = processor(Image.open(io.BytesIO(data)), return_tensors="np")["pixel_values"][0]
         np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_mutated_files_give_client_errors_only() -> None:
+    """Random byte damage to images of every format: a decoded array or a 400/413, never
+    another exception (which the service would answer with a 500)."""
+    from service.errors import ServiceError
+
+    rng = np.random.default_rng(7)
+    config = image_config_from_dict(CONFIGS["tiny_test_model"])
+    originals = list(image_models.sample_images().values())
+    originals.append(image_models.encoded(Image.new("RGB", (20, 20), (1, 2, 3)), "TIFF"))
+    originals.append(image_models.encoded(Image.new("RGB", (20, 20), (1, 2, 3)), "GIF"))
+    outcomes = {"decoded": 0, "refused": 0}
+    for trial in range(300):
+        data = bytearray(originals[trial % len(originals)])
+        for _ in range(int(rng.integers(1, 8))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        if trial % 3 == 0:
+            data = data[: int(rng.integers(1, len(data)))]
+        try:
+            pixels = preprocess(decode_image(bytes(data), 0, MAX_PIXELS), config)
+            assert pixels.shape == (3, 32, 32)
+            outcomes["decoded"] += 1
+        except ServiceError as error:
+            assert error.status in (400, 413)
+            outcomes["refused"] += 1
+    assert outcomes["decoded"] > 0 and outcomes["refused"] > 0

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import InvalidInput, ModelLoadError, PayloadTooLarge
+from service.errors import InvalidInput, ModelLoadError, PayloadTooLarge, ServiceError
 
 Pixels = npt.NDArray[np.float32]
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -160,15 +160,27 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
             param="images",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidInput(f"image {index} could not be decoded (truncated or corrupt: {exc})",
-                           param="images") from None
+        raise _corrupt(index, str(exc)) from None
+    except ServiceError:
+        raise
+    except Exception as exc:  # Pillow's parsers raise more kinds than these on hostile files
+        raise _corrupt(index, type(exc).__name__) from None
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise InvalidInput(
             f"image {index} is {width}x{height}; the service takes aspect ratios up to "
             f"{MAX_ASPECT_RATIO}:1",
             param="images",
         )
-    return to_rgb(ImageOps.exif_transpose(image))
+    try:
+        return to_rgb(ImageOps.exif_transpose(image))
+    except Exception as exc:  # a corrupt EXIF block, a mode that does not convert
+        raise _corrupt(index, type(exc).__name__) from None
+
+
+def _corrupt(index: int, detail: str) -> InvalidInput:
+    return InvalidInput(
+        f"image {index} could not be decoded (truncated or corrupt: {detail})", param="images"
+    )
 
 
 def _too_many_pixels(index: int, size: str, limit: int) -> PayloadTooLarge:
