@@ -6,12 +6,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
+import re
+import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -21,7 +29,7 @@ from starlette.requests import Request
 from service.api.image_serving import read_body
 from service.errors import PayloadTooLarge
 from tests import image_models
-from tests.conftest import serving
+from tests.conftest import ROOT, free_port, serving
 
 VISION = "tiny/clip-vision"
 NOT_AN_IMAGE = (
@@ -276,3 +284,63 @@ def test_extreme_aspect_ratio(clip_client: TestClient) -> None:
     strip = image_models.encoded(Image.new("RGB", (2000, 10)))
     error = error_of(clip_client.post("/embed/image", files=files([strip])), 400)
     assert error["message"] == "image 0 is 2000x10; the service takes aspect ratios up to 50:1"
+
+
+def test_over_http_an_oversized_upload_is_refused_before_it_is_sent(tiny_clip) -> None:
+    """A real server (uvicorn): a client announcing 200 MB gets 413 after sending only its
+    headers and a few bytes, and a chunked body is cut off once it passes the limit."""
+    env = {"EMBED_MODELS": str(tiny_clip[1]), "EMBED_IMAGE_MAX_REQUEST_BYTES": "1000000"}
+    with uvicorn_server(env) as port:
+        head = b"POST /embed/image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head + b"Content-Length: 200000000\r\n\r\n{\"images\": [")
+            answer = read_response(sock)
+        assert answer.startswith("HTTP/1.1 413"), answer[:200]
+        assert "request body of 200000000 bytes is over the limit of 1000000 bytes" in answer
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"x" * 300_000
+            for _ in range(4):  # 1.2 MB, then the client stops sending but keeps the socket open
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            answer = read_response(sock)
+        assert answer.startswith("HTTP/1.1 413"), answer[:200]
+        # refused at the first piece past the limit: the body never ended (no last chunk)
+        seen = re.search(r"body of at least (\d+) bytes is over the limit of 1000000", answer)
+        assert seen is not None and 1_000_000 < int(seen.group(1)) <= 1_200_000
+
+
+@contextmanager
+def uvicorn_server(env: dict[str, str]) -> Iterator[int]:
+    """`python -m service` on a free loopback port (its output discarded); yields the port."""
+    port = free_port()
+    full = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port), **env}
+    process = subprocess.Popen([sys.executable, "-m", "service"], env=full, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(port):
+            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def read_response(sock: socket.socket) -> str:
+    """One whole HTTP response (headers and a Content-Length body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
