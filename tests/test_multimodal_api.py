@@ -132,6 +132,14 @@ def test_bad_multimodal_input(client: TestClient) -> None:
     assert response.json()["error"]["message"].startswith("image 0 is not an image")
     response = client.post("/embed/multimodal", content=b"x", headers={"content-type": "text/csv"})
     assert response.status_code == 415
+    response = client.post("/embed/multimodal", json={"queries": ["red", "a <image> cat"]})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "query 1 contains the model's image token"
+    response = client.post("/embed/multimodal", json={"queries": ["cat " * 60]})
+    assert response.status_code == 413
+    assert response.json()["error"]["message"] == (
+        "query 0 has 73 tokens with its prompt; the limit is 64"
+    )
 
 
 def test_a_batch_with_queries_before_pages_is_reordered(client: TestClient, tiny_colpali) -> None:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from tokenizers import Tokenizer
 
-from service.errors import PayloadTooLarge
+from service.errors import InvalidInput, PayloadTooLarge
 from service.models.catalogue import ModelSpec
 from service.models.images import ImageConfig, Pixels, decode_image, load_image_config, preprocess
 from service.models.kinds import Feeds, KindHandler
@@ -43,6 +44,7 @@ class Prompting:
     bos_id: int
     image_prompt_ids: tuple[int, ...]
     image: ImageConfig
+    tokenizer: Tokenizer  # without padding or truncation: prompts are counted whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +59,10 @@ def prompting(model: LoadedModel) -> Prompting:
 
 
 def _encode(model: LoadedModel, text: str) -> list[int]:
-    return list(model.encoder.tokenizer.encode(text, add_special_tokens=False).ids)
+    return list(prompting(model).tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 def load_resources(spec: ModelSpec, directory: Path) -> Prompting:
-    from tokenizers import Tokenizer
-
     options = spec.options
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     tokenizer.no_padding()
@@ -74,17 +74,22 @@ def load_resources(spec: ModelSpec, directory: Path) -> Prompting:
         bos_id=int(options["bos_token_id"]),
         image_prompt_ids=tuple(tokenizer.encode(prompt, add_special_tokens=False).ids),
         image=load_image_config(directory),
+        tokenizer=tokenizer,
     )
 
 
-def query_ids(model: LoadedModel, text: str) -> npt.NDArray[np.int64]:
+def query_ids(model: LoadedModel, text: str, index: int = 0) -> npt.NDArray[np.int64]:
     suffix = str(model.spec.options.get("query_suffix", "<pad>" * 10 + "\n"))
-    ids = [prompting(model).bos_id, *_encode(model, model.spec.query_prefix + text + suffix)]
+    p = prompting(model)
+    ids = [p.bos_id, *_encode(model, model.spec.query_prefix + text + suffix)]
     if len(ids) > model.spec.max_length:
         raise PayloadTooLarge(
-            f"a query has {len(ids)} tokens with its prompt; the limit is {model.spec.max_length}",
+            f"query {index} has {len(ids)} tokens with its prompt; the limit is "
+            f"{model.spec.max_length}",
             param="queries",
         )
+    if p.image_token_id in ids:  # would ask the graph for image features it does not have
+        raise InvalidInput(f"query {index} contains the model's image token", param="queries")
     return np.asarray(ids, dtype=np.int64)
 
 
@@ -96,7 +101,7 @@ def image_ids(model: LoadedModel) -> npt.NDArray[np.int64]:
 
 
 def prepare_queries(model: LoadedModel, texts: Sequence[str]) -> list[tuple[int, Item]]:
-    items = [Item(query_ids(model, text)) for text in texts]
+    items = [Item(query_ids(model, text, i)) for i, text in enumerate(texts)]
     return [(len(item.ids), item) for item in items]
 
 
