@@ -21,6 +21,19 @@ QUERY_PREFIX = "Query: "
 QUERY_SUFFIX = "<pad>" * 10 + "\n"
 
 
+def _example_pages(image_token: int, tokens: int, bos: int, pad: int) -> tuple[Any, Any]:
+    """Two pages, the second with a shorter prompt and right padding. (Eager PyTorch refuses a
+    batch whose pixel rows outnumber its pages, so queries are checked by the tests.)"""
+    import torch
+
+    long_page = [image_token] * tokens + [bos, 3, 4, 5]
+    short_page = [image_token] * tokens + [bos, 6]
+    width = len(long_page)
+    ids = torch.tensor([long_page, short_page + [pad] * (width - len(short_page))])
+    lengths = torch.tensor([[len(long_page)], [len(short_page)]])
+    return ids, (torch.arange(width)[None, :] < lengths).long()
+
+
 def plan_colpali(request: ExportRequest) -> ExportPlan:
     import torch
     import transformers
@@ -37,14 +50,7 @@ def plan_colpali(request: ExportRequest) -> ExportPlan:
     tokens = (size // int(vlm.vision_config.patch_size)) ** 2
     bos = int(getattr(vlm.text_config, "bos_token_id", None) or 2)
     pad = int(getattr(vlm.text_config, "pad_token_id", None) or 0)
-    # Two pages, the second with a shorter prompt and right padding. (Eager PyTorch refuses
-    # a batch whose pixel rows outnumber its pages, so queries are checked by the tests.)
-    long_page = [image_token] * tokens + [bos, 3, 4, 5]
-    short_page = [image_token] * tokens + [bos, 6]
-    width = len(long_page)
-    ids = torch.tensor([long_page, short_page + [pad] * (width - len(short_page))])
-    lengths = torch.tensor([[len(long_page)], [len(short_page)]])
-    mask = (torch.arange(width)[None, :] < lengths).long()
+    ids, mask = _example_pages(image_token, tokens, bos, pad)
     pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     names = ["input_ids", "attention_mask", "pixel_values"]
     module = keyword_module(model, lambda m, **kw: m(**kw).embeddings, names)

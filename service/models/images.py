@@ -138,6 +138,22 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
     before any pixel is decoded (decompression bombs)."""
     if not data:
         raise InvalidInput(f"image {index} is empty (0 bytes)", param="images")
+    image = _open(data, index, max_pixels)
+    width, height = image.size
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise InvalidInput(
+            f"image {index} is {width}x{height}; the service takes aspect ratios up to "
+            f"{MAX_ASPECT_RATIO}:1",
+            param="images",
+        )
+    try:
+        return to_rgb(ImageOps.exif_transpose(image))
+    except Exception as exc:  # a corrupt EXIF block, a mode that does not convert
+        raise _corrupt(index, type(exc).__name__) from None
+
+
+def _open(data: bytes, index: int, max_pixels: int) -> Image.Image:
+    """Open and load the first frame, checking the pixel count before decoding."""
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard, process-wide, from the setting
     try:
         with warnings.catch_warnings():
@@ -165,16 +181,7 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
         raise
     except Exception as exc:  # Pillow's parsers raise more kinds than these on hostile files
         raise _corrupt(index, type(exc).__name__) from None
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise InvalidInput(
-            f"image {index} is {width}x{height}; the service takes aspect ratios up to "
-            f"{MAX_ASPECT_RATIO}:1",
-            param="images",
-        )
-    try:
-        return to_rgb(ImageOps.exif_transpose(image))
-    except Exception as exc:  # a corrupt EXIF block, a mode that does not convert
-        raise _corrupt(index, type(exc).__name__) from None
+    return image
 
 
 def _corrupt(index: int, detail: str) -> InvalidInput:
