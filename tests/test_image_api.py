@@ -344,3 +344,36 @@ def read_response(sock: socket.socket) -> str:
     while len(body) < length:
         body += sock.recv(65536)
     return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
+def test_concurrent_image_requests_share_one_batch(tiny_clip) -> None:
+    """Two requests prepared at the same time are merged into one inference batch, and each
+    gets its own vectors back (PyTorch's, in its order)."""
+    from service.api.image_serving import embed_images
+    from service.models.registry import ModelRegistry
+    from service.ops.metrics import Metrics
+    from service.settings import Settings
+
+    model_torch, vision, _ = tiny_clip
+    samples = list(image_models.sample_images().values())
+    first, second = samples[:3], samples[3:5]
+    settings = Settings(models=[str(vision)], max_wait_ms=500)
+
+    async def run() -> tuple[int, np.ndarray, np.ndarray]:
+        registry = ModelRegistry()
+        await registry.load_all(settings, Metrics())
+        model = registry.get(VISION, ("image",))
+        assert model.batcher is not None
+        before = model.batcher.batches_run
+        try:
+            a, b = await asyncio.gather(
+                embed_images(model, first, settings), embed_images(model, second, settings)
+            )
+            return model.batcher.batches_run - before, a, b
+        finally:
+            await registry.stop()
+
+    batches, a, b = asyncio.run(run())
+    assert batches == 1
+    np.testing.assert_allclose(a, torch_image_features(model_torch, first), atol=1e-4)
+    np.testing.assert_allclose(b, torch_image_features(model_torch, second), atol=1e-4)
