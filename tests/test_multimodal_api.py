@@ -92,9 +92,10 @@ def test_pages_and_queries_match_pytorch_with_maxsim(client: TestClient, tiny_co
     assert got["model"] == MODEL and got["dim"] == 16
     expected_q = [torch_embeddings(reference, expected_query_ids(q), None) for q in queries]
     expected_p = [torch_embeddings(reference, expected_page_ids(), page_pixels(p)) for p in pages]
-    for ours, theirs in zip([*got["queries"], *got["images"]], [*expected_q, *expected_p],
+    for item, theirs in zip([*got["queries"], *got["images"]], [*expected_q, *expected_p],
                             strict=True):
-        ours_array = np.array(ours, dtype=np.float32)
+        ours_array = np.array(item["embedding"], dtype=np.float32)
+        assert item["shape"] == list(theirs.shape) and item["tokens"] == len(theirs)
         assert ours_array.shape == theirs.shape
         cosine = (ours_array * theirs).sum(-1) / (
             np.linalg.norm(ours_array, axis=-1) * np.linalg.norm(theirs, axis=-1)
@@ -116,8 +117,21 @@ def test_multipart_pages_and_query_fields(client: TestClient, tiny_colpali) -> N
     assert response.status_code == 200, response.text
     got = response.json()
     expected = torch_embeddings(tiny_colpali[0], expected_page_ids(), page_pixels(page))
-    np.testing.assert_allclose(np.array(got["images"][0]), expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(got["images"][0]["embedding"]), expected, atol=1e-5)
     assert len(got["queries"]) == 2 and len(got["scores"]) == 2
+
+
+def test_base64_matrices_as_embed_late_gives_them(client: TestClient) -> None:
+    page = base64.b64encode(image_models.sample_images()["tiny_1x1"]).decode()
+    body = {"queries": ["red cat"], "images": [page]}
+    plain = client.post("/embed/multimodal", json=body).json()
+    packed = client.post("/embed/multimodal", json=body | {"encoding_format": "base64"}).json()
+    for key in ("queries", "images"):
+        item = packed[key][0]
+        matrix = np.frombuffer(base64.b64decode(item["embedding"]), "<f4").reshape(item["shape"])
+        np.testing.assert_allclose(matrix, np.array(plain[key][0]["embedding"]), atol=1e-7)
+        assert item["index"] == 0 and item["tokens"] == item["shape"][0]
+    assert packed["scores"] == plain["scores"]
 
 
 def test_bad_multimodal_input(client: TestClient) -> None:

@@ -22,6 +22,18 @@ class MultimodalRequest(BaseModel):
         True, description="With queries and images both given, MaxSim scores of each query "
         "against each image."
     )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of floats; base64: little-endian float32 matrix."
+    )
+
+
+class MultiVectorItem(BaseModel):
+    """The item shape of /embed/late: token vectors of one input, with their count."""
+
+    index: int
+    tokens: int
+    shape: list[int]
+    embedding: list[list[float]] | str
 
 
 class MultimodalUsage(BaseModel):
@@ -32,8 +44,8 @@ class MultimodalUsage(BaseModel):
 class MultimodalResponse(BaseModel):
     model: str
     dim: int
-    queries: list[list[list[float]]] = Field(description="Per query: one vector per token.")
-    images: list[list[list[float]]] = Field(description="Per image: one vector per token.")
+    queries: list[MultiVectorItem] = Field(description="Per query: one vector per token.")
+    images: list[MultiVectorItem] = Field(description="Per image: one vector per token.")
     scores: list[list[float]] | None = Field(
         None, description="scores[q][i]: MaxSim of query q against image i."
     )

@@ -7,7 +7,11 @@ from fastapi.responses import JSONResponse
 
 from service.api import deps
 from service.api.multimodal_protocol import MultimodalRequest, MultimodalResponse
-from service.api.multimodal_serving import embed_multimodal, read_multimodal_request
+from service.api.multimodal_serving import (
+    embed_multimodal,
+    multi_vector_item,
+    read_multimodal_request,
+)
 from service.models.kinds.multimodal import maxsim
 
 router = APIRouter()
@@ -26,9 +30,11 @@ async def embed_multimodal_route(request: Request) -> JSONResponse:
         request, embed_multimodal(model, inputs, settings)
     )
     both = bool(queries) and bool(pages) and inputs.scores
+    fmt = inputs.encoding_format
     return JSONResponse({
         "object": "multimodal_embeddings", "model": model.name, "dim": model.spec.dim,
-        "queries": [q.tolist() for q in queries], "images": [p.tolist() for p in pages],
+        "queries": [multi_vector_item(i, q, fmt) for i, q in enumerate(queries)],
+        "images": [multi_vector_item(i, p, fmt) for i, p in enumerate(pages)],
         "scores": maxsim(queries, pages) if both else None,
         "usage": {"images": len(pages), "query_tokens": sum(len(q) for q in queries)},
     })

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from service.api.image_protocol import EncodingFormat
 from service.api.image_serving import check_count, decode_base64, read_body, read_form
 from service.api.multimodal_protocol import MultimodalRequest
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -24,6 +28,16 @@ class MultimodalInputs:
     images: list[bytes]
     model: str | None
     scores: bool
+    encoding_format: EncodingFormat = "float"
+
+
+def multi_vector_item(index: int, matrix: MultiVectors, encoding_format: str) -> dict[str, Any]:
+    """One input's token vectors in /embed/late's item shape (base64: little-endian float32)."""
+    rows, dim = matrix.shape
+    embedding: str | list[list[float]] = matrix.tolist()
+    if encoding_format == "base64":
+        embedding = base64.b64encode(np.asarray(matrix, dtype="<f4").tobytes()).decode("ascii")
+    return {"index": index, "tokens": rows, "shape": [rows, dim], "embedding": embedding}
 
 
 async def read_multimodal_request(request: Request, settings: Settings) -> MultimodalInputs:
@@ -42,15 +56,21 @@ async def read_multimodal_request(request: Request, settings: Settings) -> Multi
         if parsed.images:
             check_count(len(parsed.images), settings)
         images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
-        inputs = MultimodalInputs(parsed.queries, images, parsed.model, parsed.scores)
+        inputs = MultimodalInputs(
+            parsed.queries, images, parsed.model, parsed.scores, parsed.encoding_format
+        )
     else:
         images, fields = await read_form(request, body, settings, settings.max_inputs_per_request)
-        unknown = {key for key, _ in fields} - {"queries", "model"}
+        unknown = {key for key, _ in fields} - {"queries", "model", "encoding_format"}
         if unknown:
             raise InvalidInput(f"unknown form fields {sorted(unknown)}", param=sorted(unknown)[0])
         queries = [value for key, value in fields if key == "queries"]
         model = next((value for key, value in fields if key == "model"), None)
-        inputs = MultimodalInputs(queries, images, model or None, True)
+        wanted = next((value for key, value in fields if key == "encoding_format"), "float")
+        formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
+        if wanted not in formats:
+            raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
+        inputs = MultimodalInputs(queries, images, model or None, True, formats[wanted])
     _check_queries(inputs.queries, settings)
     if not inputs.queries and not inputs.images:
         raise InvalidInput("send queries, images, or both", param="queries")
