@@ -13,7 +13,9 @@ from service.api import (
     dense_router,
     errors,
     guard,
+    image_router,
     late_router,
+    multimodal_router,
     openapi_docs,
     ops_router,
     rerank_router,
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(dense_router.router)
     app.include_router(late_router.router)
     app.include_router(rerank_router.router)
+    app.include_router(image_router.router)
+    app.include_router(multimodal_router.router)
     app.include_router(ops_router.router)
     app.include_router(sparse_router.router)
     guard.install(app, settings, registry)

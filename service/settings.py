@@ -98,6 +98,24 @@ class Settings(BaseSettings):
     shutdown_timeout_s: int = Field(default=30, ge=1)
     """On SIGTERM, how long in-flight requests may take to finish before they are cancelled."""
 
+    # --- images (/embed/image) ---------------------------------------------------------------
+    image_max_images: int = Field(64, ge=1)
+    """Most images in one /embed/image request; more get 400."""
+    image_max_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    """Largest image file (after base64 decoding) in bytes; larger gets 413."""
+    image_max_request_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    """Largest /embed/image request body in bytes; larger gets 413 before it is read whole."""
+    image_max_pixels: int = Field(50_000_000, ge=1)
+    """Largest image in pixels (width x height), checked before decoding: decompression
+    bombs get 413. Also sets Pillow's own limit (Image.MAX_IMAGE_PIXELS)."""
+    image_fetch_urls: bool = False
+    """Let /embed/image fetch images by URL (JSON field `urls`). Off: a service that fetches
+    URLs for clients can be aimed at hosts only it can reach (see docs/image.md). On: http(s)
+    only, public addresses only (checked after DNS and after each redirect), and the size and
+    time limits here."""
+    image_fetch_timeout_s: float = Field(10.0, gt=0)
+    """Time limit for fetching all the URLs of one request."""
+
     @field_validator("models", "catalogue_files", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from service.convert import image_export, multimodal_export, sparse_export
 from service.convert.colbert import plan_colbert
-from service.convert import sparse_export
 from service.models.store import METADATA_FILE
 
 OPSET = 17
@@ -219,6 +219,9 @@ PLANNERS: dict[str, Planner] = {
     "rerank": plan_cross_encoder,
     "late": plan_colbert,
     "bm42": sparse_export.plan_bm42,
+    "image": image_export.plan_image_tower,
+    "clip-text": image_export.plan_text_tower,
+    "multimodal": multimodal_export.plan_colpali,
 }
 
 

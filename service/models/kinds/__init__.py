@@ -40,7 +40,7 @@ class KindHandler:
 
 
 def _registry() -> dict[str, KindHandler]:
-    from service.models.kinds import bm25, bm42, dense, late, rerank, sparse
+    from service.models.kinds import bm25, bm42, dense, image, late, multimodal, rerank, sparse
 
     return {
         "dense": dense.HANDLER,
@@ -49,6 +49,8 @@ def _registry() -> dict[str, KindHandler]:
         "sparse": sparse.HANDLER,
         "sparse/bm25": bm25.HANDLER,
         "sparse/bm42": bm42.HANDLER,
+        "image": image.HANDLER,
+        "multimodal": multimodal.HANDLER,
     }
 
 

@@ -1,0 +1,32 @@
+"""Route: POST /embed/image (JSON with base64 images, or a multipart upload)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.api import deps
+from service.api.dense_serving import encode_base64, shape_vectors
+from service.api.image_protocol import OPENAPI_BODY, ImageResponse
+from service.api.image_serving import embed_images, read_image_request
+
+router = APIRouter()
+
+
+@router.post(
+    "/embed/image", response_model=ImageResponse, tags=["Embeddings"], openapi_extra=OPENAPI_BODY
+)
+async def embed_image(request: Request) -> JSONResponse:
+    """Image embeddings, e.g. CLIP's image tower (its text tower is served on /embed/dense)."""
+    settings = deps.settings(request)
+    body = await read_image_request(request, settings)
+    model = deps.pick_model(request, body.model, "image")
+    raw = await deps.until_disconnect(request, embed_images(model, body.images, settings))
+    normalize = model.spec.normalize if body.normalize is None else body.normalize
+    vectors = shape_vectors(raw, normalize=normalize, dimensions=None, dim=model.spec.dim)
+    base64 = body.encoding_format == "base64"
+    embeddings = [encode_base64(v) for v in vectors] if base64 else vectors.tolist()
+    return JSONResponse(
+        {"model": model.name, "dim": int(vectors.shape[1]), "embeddings": embeddings,
+         "usage": {"images": len(body.images)}}
+    )

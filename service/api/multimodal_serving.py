@@ -1,0 +1,109 @@
+"""POST /embed/multimodal logic: pages (images) and queries into multi-vectors, and MaxSim."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from service.api.image_protocol import EncodingFormat
+from service.api.image_serving import check_count, decode_base64, read_body, read_form
+from service.api.multimodal_protocol import MultimodalRequest
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
+from service.models.loaded import LoadedModel
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class MultimodalInputs:
+    queries: list[str]
+    images: list[bytes]
+    model: str | None
+    scores: bool
+    encoding_format: EncodingFormat = "float"
+
+
+def multi_vector_item(index: int, matrix: MultiVectors, encoding_format: str) -> dict[str, Any]:
+    """One input's token vectors in /embed/late's item shape (base64: little-endian float32)."""
+    rows, dim = matrix.shape
+    embedding: str | list[list[float]] = matrix.tolist()
+    if encoding_format == "base64":
+        embedding = base64.b64encode(np.asarray(matrix, dtype="<f4").tobytes()).decode("ascii")
+    return {"index": index, "tokens": rows, "shape": [rows, dim], "embedding": embedding}
+
+
+async def read_multimodal_request(request: Request, settings: Settings) -> MultimodalInputs:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("application/json", "multipart/form-data"):
+        raise UnsupportedMediaType(
+            f"content type {media_type or 'none'!r} is not accepted; send application/json or "
+            "multipart/form-data"
+        )
+    body = await read_body(request, settings.image_max_request_bytes)
+    if media_type == "application/json":
+        try:
+            parsed = MultimodalRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        if parsed.images:
+            check_count(len(parsed.images), settings)
+        images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
+        inputs = MultimodalInputs(
+            parsed.queries, images, parsed.model, parsed.scores, parsed.encoding_format
+        )
+    else:
+        images, fields = await read_form(request, body, settings, settings.max_inputs_per_request)
+        unknown = {key for key, _ in fields} - {"queries", "model", "encoding_format"}
+        if unknown:
+            raise InvalidInput(f"unknown form fields {sorted(unknown)}", param=sorted(unknown)[0])
+        queries = [value for key, value in fields if key == "queries"]
+        model = next((value for key, value in fields if key == "model"), None)
+        wanted = next((value for key, value in fields if key == "encoding_format"), "float")
+        formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
+        if wanted not in formats:
+            raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
+        inputs = MultimodalInputs(queries, images, model or None, True, formats[wanted])
+    _check_queries(inputs.queries, settings)
+    if not inputs.queries and not inputs.images:
+        raise InvalidInput("send queries, images, or both", param="queries")
+    return inputs
+
+
+def _check_queries(queries: Sequence[str], settings: Settings) -> None:
+    if len(queries) > settings.max_inputs_per_request:
+        raise InvalidInput(
+            f"{len(queries)} queries in one request; the limit is "
+            f"{settings.max_inputs_per_request}",
+            param="queries",
+        )
+    for index, text in enumerate(queries):
+        if not text:
+            raise InvalidInput(f"query {index} is an empty string", param="queries")
+        if len(text) > settings.max_input_chars:
+            raise PayloadTooLarge(
+                f"query {index} has {len(text)} characters; the limit is "
+                f"{settings.max_input_chars}",
+                param="queries",
+            )
+
+
+async def embed_multimodal(
+    model: LoadedModel, inputs: MultimodalInputs, settings: Settings
+) -> tuple[list[MultiVectors], list[MultiVectors]]:
+    """Queries and pages through the model's batcher (prepared in its threads), concurrently."""
+    assert model.batcher is not None
+    batcher = model.batcher
+    max_pixels = settings.image_max_pixels
+    queries, pages = await asyncio.gather(
+        batcher.submit(lambda: prepare_queries(model, inputs.queries)),
+        batcher.submit(lambda: prepare_pages(model, inputs.images, max_pixels)),
+    )
+    return queries, pages
