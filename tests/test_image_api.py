@@ -24,9 +24,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from starlette.requests import Request
 
-from service.api.image_serving import read_body
+from service.api.guard import read_body, too_large
 from service.errors import PayloadTooLarge
 from tests import image_models
 from tests.conftest import ROOT, free_port, serving
@@ -216,17 +215,17 @@ def test_oversized_body_refused_from_content_length(clip_client: TestClient) -> 
 
 
 def test_streamed_body_without_length_refused_before_the_end() -> None:
-    """A chunked upload with no Content-Length: reading stops at the first chunk past the limit."""
+    """A chunked upload with no Content-Length: the guard stops reading at the first chunk
+    past the limit."""
     pulled: list[int] = []
 
     async def receive() -> dict[str, Any]:
         pulled.append(1)
         return {"type": "http.request", "body": b"x" * 100_000, "more_body": len(pulled) < 100}
 
-    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
-    with pytest.raises(PayloadTooLarge) as raised:
-        asyncio.run(read_body(request, 1_000_000))
-    assert raised.value.message == (
+    messages, size = asyncio.run(read_body(receive, 1_000_000))
+    assert messages is None and size == 1_100_000
+    assert too_large(size, 1_000_000, at_least=True).message == (
         "request body of at least 1100000 bytes is over the limit of 1000000 bytes"
     )
     assert len(pulled) == 11

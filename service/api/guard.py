@@ -55,20 +55,21 @@ def declared_length(scope: Scope) -> int | None:
     return int(value)
 
 
-async def read_body(receive: Receive, limit: int) -> list[Message] | None:
-    """Read a body of unknown length (chunked) up to `limit` bytes; None if it is longer."""
+async def read_body(receive: Receive, limit: int) -> tuple[list[Message] | None, int]:
+    """Read a body of unknown length (chunked) up to `limit` bytes: its messages and size,
+    or None and the size read so far once it passes the limit."""
     messages: list[Message] = []
     size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
-            return messages
+            return messages, size
         size += len(message.get("body", b""))
         if size > limit:
-            return None
+            return None, size
         if not message.get("more_body", False):
-            return messages
+            return messages, size
 
 
 def replaying(messages: list[Message], receive: Receive) -> Receive:
@@ -85,6 +86,11 @@ class Guard:
         self.keys = [key.get_secret_value().encode() for key in settings.api_keys]
         self.without_key = WITHOUT_KEY | ({"/metrics"} if settings.metrics_public else set())
         self.max_body = settings.max_body_bytes
+        # Routes that take uploads have their own, larger, body limit.
+        self.route_limits = {
+            "/embed/image": settings.image_max_request_bytes,
+            "/embed/multimodal": settings.image_max_request_bytes,
+        }
         self.max_concurrent = settings.max_concurrent_requests
         self.active = 0
 
@@ -116,8 +122,9 @@ class Guard:
             raise Unauthorized("a valid API key is required: Authorization: Bearer KEY",
                                    headers={"WWW-Authenticate": "Bearer"})
         length = declared_length(scope)
-        if length is not None and length > self.max_body:
-            raise self._too_large()
+        limit = self.limit_for(path)
+        if length is not None and length > limit:
+            raise too_large(length, limit)
         if path not in OPERATIONS and self.active >= self.max_concurrent:
             raise Overloaded(
                 f"{self.active} requests are being served, the limit; try again shortly",
@@ -126,18 +133,24 @@ class Guard:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if declared_length(scope) is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            messages = await read_body(receive, self.max_body)
+            limit = self.limit_for(scope["path"])
+            messages, size = await read_body(receive, limit)
             if messages is None:
-                await _refuse(self._too_large(), scope, receive, send)
+                await _refuse(too_large(size, limit, at_least=True), scope, receive, send)
                 return
             receive = replaying(messages, receive)
         await self.app(scope, receive, send)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"the request body is over the limit of {self.max_body} bytes",
-            code="request_too_large", headers={"Connection": "close"},
-        )
+    def limit_for(self, path: str) -> int:
+        return self.route_limits.get(path, self.max_body)
+
+
+def too_large(size: int, limit: int, *, at_least: bool = False) -> PayloadTooLarge:
+    more = "at least " if at_least else ""
+    return PayloadTooLarge(
+        f"request body of {more}{size} bytes is over the limit of {limit} bytes",
+        code="request_too_large", headers={"Connection": "close"},
+    )
 
 
 async def _refuse(error: ServiceError, scope: Scope, receive: Receive, send: Send) -> None:

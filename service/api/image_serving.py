@@ -42,29 +42,6 @@ class ImageRequest:
     encoding_format: EncodingFormat = "float"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing with 413 before reading past `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _body_too_large(int(declared), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _body_too_large(size, limit, at_least=True)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _body_too_large(size: int, limit: int, *, at_least: bool = False) -> PayloadTooLarge:
-    more = "at least " if at_least else ""
-    return PayloadTooLarge(
-        f"request body of {more}{size} bytes is over the limit of {limit} bytes",
-        code="request_too_large",
-    )
-
-
 async def read_image_request(request: Request, settings: Settings) -> ImageRequest:
     """Parse a JSON or multipart request into image bytes and options (415 for other types)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -73,7 +50,7 @@ async def read_image_request(request: Request, settings: Settings) -> ImageReque
             f"content type {media_type or 'none'!r} is not accepted; send application/json with "
             "base64 images or multipart/form-data with image files"
         )
-    body = await read_body(request, settings.image_max_request_bytes)
+    body = await request.body()  # its size is bounded by the guard (service/api/guard.py)
     if media_type == "application/json":
         return await _from_json(body, settings)
     return await _from_form(request, body, settings)

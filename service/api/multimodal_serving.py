@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service.api.image_protocol import EncodingFormat
-from service.api.image_serving import check_count, decode_base64, read_body, read_form
+from service.api.image_serving import check_count, decode_base64, read_form
 from service.api.multimodal_protocol import MultimodalRequest
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
@@ -47,7 +47,7 @@ async def read_multimodal_request(request: Request, settings: Settings) -> Multi
             f"content type {media_type or 'none'!r} is not accepted; send application/json or "
             "multipart/form-data"
         )
-    body = await read_body(request, settings.image_max_request_bytes)
+    body = await request.body()  # its size is bounded by the guard (service/api/guard.py)
     if media_type == "application/json":
         try:
             parsed = MultimodalRequest.model_validate_json(body)
