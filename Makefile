@@ -65,7 +65,8 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check service tests
+	$(BIN)/ruff check service tests bench tools examples
+	$(BIN)/ruff format --check service tests bench tools examples
 	$(BIN)/mypy
 
 bench: models

@@ -39,8 +39,10 @@ def main() -> None:
     passages = corpus.load("passages.jsonl", PASSAGES)
     queries = corpus.load("queries.jsonl", PASSAGES)
     say(f"# make bench: {name}, {time.strftime('%Y-%m-%d %H:%M')}")
-    say(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
-        f"{len(passages)} passages, {len(queries)} queries; default graph {default}")
+    say(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
+        f"{len(passages)} passages, {len(queries)} queries; default graph {default}"
+    )
     ceiling, best_batch = ceiling_line(passages, default)
     single_ms = inprocess.single_latency_ms(MODEL_DIR, default, passages[:200], THREADS)
     say(f"in-process one passage at a time: p50 {single_ms:.1f} ms")
@@ -66,8 +68,10 @@ def ceiling_line(passages: list[str], graph: str) -> tuple[float, int]:
         row(batch, f"{rate:.1f}")
         best = max(best, (rate, batch))
     unsorted, _ = inprocess.throughput(MODEL_DIR, graph, passages, best[1], THREADS, sort=False)
-    say(f"\nceiling: {best[0]:.1f} passages/s at batch {best[1]} "
-        f"(arrival order, unsorted: {unsorted:.1f}/s)")
+    say(
+        f"\nceiling: {best[0]:.1f} passages/s at batch {best[1]} "
+        f"(arrival order, unsorted: {unsorted:.1f}/s)"
+    )
     return best
 
 
@@ -79,12 +83,19 @@ def served_lines(name: str, passages: list[str], ceiling: float, single_ms: floa
         for per_request, concurrency in ((1, 1), (1, 8), (1, 32), (1, 64), (32, 4)):
             texts = passages[:256] if concurrency == 1 else passages
             result = served.load(url, name, texts, per_request, concurrency)
-            row(f"{per_request}/request x {concurrency}", f"{result.passages_per_s:.1f}",
-                f"{result.p50_ms:.1f}", f"{result.p99_ms:.1f}", result.errors,
-                f"{result.passages_per_s / ceiling:.2f}")
+            row(
+                f"{per_request}/request x {concurrency}",
+                f"{result.passages_per_s:.1f}",
+                f"{result.p50_ms:.1f}",
+                f"{result.p99_ms:.1f}",
+                result.errors,
+                f"{result.passages_per_s / ceiling:.2f}",
+            )
             if concurrency == 1:
-                say(f"|  (concurrency 1: p50 {result.p50_ms - single_ms:+.1f} ms over in-process) |"
-                    " | | | | |")
+                say(
+                    f"|  (concurrency 1: p50 {result.p50_ms - single_ms:+.1f} ms over in-process) |"
+                    " | | | | |"
+                )
 
 
 def variants_lines(passages: list[str], queries: list[str], batch: int) -> None:
@@ -100,9 +111,18 @@ def variants_lines(passages: list[str], queries: list[str], batch: int) -> None:
                 continue
             rate, vectors = inprocess.throughput(MODEL_DIR, graph, texts, batch, THREADS)
             low, mean = inprocess.cosine(base, vectors)
-            row(variant, label, f"{rate:.1f}", f"{rate / base_rate:.2f}", f"{low:.4f}", f"{mean:.5f}")
-    say(f"\ndefault on CPU: {metadata['default_cpu']} (a variant is the default only if its "
-        "minimum cosine is >= 0.99)")
+            row(
+                variant,
+                label,
+                f"{rate:.1f}",
+                f"{rate / base_rate:.2f}",
+                f"{low:.4f}",
+                f"{mean:.5f}",
+            )
+    say(
+        f"\ndefault on CPU: {metadata['default_cpu']} (a variant is the default only if its "
+        "minimum cosine is >= 0.99)"
+    )
 
 
 def peer_line(name: str, passages: list[str], ceiling: float) -> None:
@@ -112,13 +132,17 @@ def peer_line(name: str, passages: list[str], ceiling: float) -> None:
     except ImportError:
         say("fastembed is not installed here (pip install fastembed to add this line)")
         return
-    model = TextEmbedding(model_name=name, specific_model_path=str(MODEL_DIR),
-                          local_files_only=True, threads=THREADS)
+    model = TextEmbedding(
+        model_name=name, specific_model_path=str(MODEL_DIR), local_files_only=True, threads=THREADS
+    )
     list(model.embed(passages[:32], batch_size=32))
     started = time.perf_counter()
     list(model.embed(passages, batch_size=32))
     rate = len(passages) / (time.perf_counter() - started)
-    say(f"FastEmbed {rate:.1f} passages/s (batch 32) = {rate / ceiling:.2f} x our in-process ceiling")
+    say(
+        f"FastEmbed {rate:.1f} passages/s (batch 32) = "
+        f"{rate / ceiling:.2f} x our in-process ceiling"
+    )
 
 
 def replica_lines(passages: list[str], graph: str, batch: int) -> None:
@@ -138,9 +162,11 @@ def memory_lines(name: str, passages: list[str]) -> None:
         warm, _ = served.rss_mb(pid)
         result = served.load(url, name, passages, 1, 32, seconds=SOAK_S)
         after, peak = served.rss_mb(pid)
-    say(f"RSS after warm-up {warm:.0f} MiB, after load {after:.0f} MiB "
+    say(
+        f"RSS after warm-up {warm:.0f} MiB, after load {after:.0f} MiB "
         f"({(after / warm - 1) * 100:+.1f}%), peak {peak:.0f} MiB; "
-        f"{result.passages_per_s:.1f} passages/s, {result.errors} errors")
+        f"{result.passages_per_s:.1f} passages/s, {result.errors} errors"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ Batch = tuple[list[int], dict[str, np.ndarray]]
 def sorted_batches(tok: Tokenizer, texts: list[str], size: int, sort: bool = True) -> list[Batch]:
     """Batches of `size` texts sorted by length (or in arrival order), right-padded."""
     encoded = [e.ids for e in tok.encode_batch(texts)]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i])) if sort else list(range(len(texts)))
+    order = (
+        sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        if sort
+        else list(range(len(texts)))
+    )
     batches = []
     for start in range(0, len(order), size):
         index = order[start : start + size]
@@ -42,5 +46,10 @@ def sorted_batches(tok: Tokenizer, texts: list[str], size: int, sort: bool = Tru
         for row, i in enumerate(index):
             ids[row, : len(encoded[i])] = encoded[i]
             mask[row, : len(encoded[i])] = 1
-        batches.append((index, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}))
+        batches.append(
+            (
+                index,
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )
+        )
     return batches

@@ -28,8 +28,9 @@ def embed(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarra
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
-def throughput(directory: Path, graph: str, texts: list[str], batch: int, threads: int,
-               sort: bool = True) -> tuple[float, np.ndarray]:
+def throughput(
+    directory: Path, graph: str, texts: list[str], batch: int, threads: int, sort: bool = True
+) -> tuple[float, np.ndarray]:
     """Texts/s (tokenization included) and the vectors in input order."""
     sess = session(directory / graph, threads)
     tok = tokenizer(directory, 256)
@@ -60,8 +61,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(cos.min()), float(cos.mean())
 
 
-def replicas(directory: Path, graph: str, texts: list[str], batch: int, sessions: int,
-             threads: int) -> float:
+def replicas(
+    directory: Path, graph: str, texts: list[str], batch: int, sessions: int, threads: int
+) -> float:
     """Texts/s with `sessions` sessions of `threads` threads each, fed from one queue."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -72,5 +74,9 @@ def replicas(directory: Path, graph: str, texts: list[str], batch: int, sessions
         embed(sess, batches[0][1])
     started = time.perf_counter()
     with ThreadPoolExecutor(sessions) as executor:
-        list(executor.map(lambda pair: embed(pool[pair[0] % sessions], pair[1][1]), enumerate(batches)))
+        list(
+            executor.map(
+                lambda pair: embed(pool[pair[0] % sessions], pair[1][1]), enumerate(batches)
+            )
+        )
     return len(texts) / (time.perf_counter() - started)

@@ -37,10 +37,20 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 @contextmanager
 def server(env: dict[str, str], port: int = 8765) -> Iterator[tuple[str, int]]:
-    full = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port),
-            "EMBED_LOG_LEVEL": "warning", **env}
-    process = subprocess.Popen([sys.executable, "-m", "service"], env=full, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full = {
+        **os.environ,
+        "EMBED_HOST": "127.0.0.1",
+        "EMBED_PORT": str(port),
+        "EMBED_LOG_LEVEL": "warning",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=full,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -59,8 +69,14 @@ def server(env: dict[str, str], port: int = 8765) -> Iterator[tuple[str, int]]:
         process.wait(30)
 
 
-async def _run(url: str, model: str, texts: list[str], per_request: int, concurrency: int,
-               seconds: float | None) -> Load:
+async def _run(
+    url: str,
+    model: str,
+    texts: list[str],
+    per_request: int,
+    concurrency: int,
+    seconds: float | None,
+) -> Load:
     chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
     latencies: list[float] = []
     errors = 0
@@ -80,7 +96,9 @@ async def _run(url: str, model: str, texts: list[str], per_request: int, concurr
                 chunk = chunks[position % len(chunks)]
                 position += 1
                 started = time.perf_counter()
-                response = await client.post("/v1/embeddings", json={"input": chunk, "model": model})
+                response = await client.post(
+                    "/v1/embeddings", json={"input": chunk, "model": model}
+                )
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 200:
                     errors += 1
@@ -94,7 +112,15 @@ async def _run(url: str, model: str, texts: list[str], per_request: int, concurr
     return Load(done / elapsed, float(p50), float(p99), errors)
 
 
-def load(url: str, model: str, texts: list[str], per_request: int, concurrency: int,
-         seconds: float | None = None) -> Load:
-    asyncio.run(_run(url, model, texts[: 2 * concurrency * per_request], per_request, concurrency, None))
+def load(
+    url: str,
+    model: str,
+    texts: list[str],
+    per_request: int,
+    concurrency: int,
+    seconds: float | None = None,
+) -> Load:
+    asyncio.run(
+        _run(url, model, texts[: 2 * concurrency * per_request], per_request, concurrency, None)
+    )
     return asyncio.run(_run(url, model, texts, per_request, concurrency, seconds))

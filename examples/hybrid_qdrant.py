@@ -33,8 +33,11 @@ def embed(url: str, texts: Sequence[str], input_type: str) -> list[dict[str, Any
     """Named vectors per text: {"dense": [...], "bm25": {"indices": [...], "values": [...]}}."""
     response = httpx.post(
         f"{url}/embed/hybrid",
-        json={"inputs": list(texts), "input_type": input_type,
-              "models": [{"model": DENSE, "name": "dense"}, {"model": SPARSE, "name": "bm25"}]},
+        json={
+            "inputs": list(texts),
+            "input_type": input_type,
+            "models": [{"model": DENSE, "name": "dense"}, {"model": SPARSE, "name": "bm25"}],
+        },
         timeout=120,
     )
     response.raise_for_status()
@@ -60,14 +63,18 @@ def index(client: QdrantClient, url: str, passages: Sequence[str], batch: int = 
         vectors = embed(url, chunk, "document")
         if start == 0:
             create_collection(client, len(vectors[0]["dense"]))
-        client.upsert(COLLECTION, [
-            models.PointStruct(id=start + i, vector=qdrant_vector(v), payload={"text": text})
-            for i, (text, v) in enumerate(zip(chunk, vectors, strict=True))
-        ])
+        client.upsert(
+            COLLECTION,
+            [
+                models.PointStruct(id=start + i, vector=qdrant_vector(v), payload={"text": text})
+                for i, (text, v) in enumerate(zip(chunk, vectors, strict=True))
+            ],
+        )
 
 
-def search(client: QdrantClient, url: str, queries: Sequence[str], limit: int = 5
-           ) -> list[list[int]]:
+def search(
+    client: QdrantClient, url: str, queries: Sequence[str], limit: int = 5
+) -> list[list[int]]:
     """Ids of the best passages per query: RRF over a dense and a BM25 candidate list."""
     results = []
     for named in embed(url, queries, "query"):

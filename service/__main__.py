@@ -21,7 +21,9 @@ def _serve(argv: Sequence[str]) -> int:
     parser.add_argument("--host", help="address to bind (EMBED_HOST)")
     parser.add_argument("--port", type=int, help="port (EMBED_PORT)")
     parser.add_argument(
-        "--model", action="append", dest="models",
+        "--model",
+        action="append",
+        dest="models",
         help="model to serve; repeat for several (EMBED_MODELS, comma separated)",
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -31,8 +33,12 @@ def _serve(argv: Sequence[str]) -> int:
     configure_logging(settings.log_level)
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None,
-        log_level=settings.log_level, timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     DrainingServer(config, app.state.registry).run()
     return 0

@@ -43,14 +43,30 @@ def build_tiny_colpali(root: Path) -> tuple[Any, Path]:
     from transformers import ColPaliConfig, ColPaliForRetrieval, PaliGemmaConfig
 
     vlm = PaliGemmaConfig(
-        vision_config={"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "image_size": IMAGE_SIZE, "patch_size": PATCH,
-                       "projection_dim": 32},
-        text_config={"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 8,
-                     "vocab_size": len(VOCAB), "max_position_embeddings": 128,
-                     "bos_token_id": BOS, "pad_token_id": PAD, "eos_token_id": VOCAB["<eos>"]},
-        image_token_index=IMAGE_TOKEN_ID, projection_dim=32,
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": IMAGE_SIZE,
+            "patch_size": PATCH,
+            "projection_dim": 32,
+        },
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 1,
+            "head_dim": 8,
+            "vocab_size": len(VOCAB),
+            "max_position_embeddings": 128,
+            "bos_token_id": BOS,
+            "pad_token_id": PAD,
+            "eos_token_id": VOCAB["<eos>"],
+        },
+        image_token_index=IMAGE_TOKEN_ID,
+        projection_dim=32,
     )
     torch.manual_seed(0)
     config = ColPaliConfig(vlm_config=vlm, embedding_dim=16)
@@ -65,8 +81,16 @@ def build_tiny_colpali(root: Path) -> tuple[Any, Path]:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", "Exporting aten::index", UserWarning)
-        argv = [str(ckpt), str(out), "--kind", "multimodal", "--name", "tiny/colpali",
-                "--max-length", "64"]
+        argv = [
+            str(ckpt),
+            str(out),
+            "--kind",
+            "multimodal",
+            "--name",
+            "tiny/colpali",
+            "--max-length",
+            "64",
+        ]
         assert cli.main(argv) == 0
     reference = ColPaliForRetrieval.from_pretrained(str(ckpt), attn_implementation="eager")
     return reference.eval(), out

@@ -71,10 +71,13 @@ def live_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[str]:
     """`python -m service` in a subprocess on a free loopback port; yields its base URL."""
     port = free_port()
     full_env = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port), **env}
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     process = subprocess.Popen(
-        [sys.executable, "-m", "service"], env=full_env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=log,
+        [sys.executable, "-m", "service"],
+        env=full_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:

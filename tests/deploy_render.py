@@ -52,7 +52,7 @@ def final_stage(dockerfile: Path) -> Stage:
         elif name == "CMD":
             stage.cmd = json.loads(args)
         elif name == "HEALTHCHECK":
-            stage.healthcheck = json.loads(args[args.index("CMD") + 3:])
+            stage.healthcheck = json.loads(args[args.index("CMD") + 3 :])
         elif name == "USER":
             stage.user = args
     return stage
@@ -108,8 +108,12 @@ def render(directory: Path) -> list[dict[str, Any]]:
         docs += render(path) if path.is_dir() else list(yaml.safe_load_all(path.read_text()))
     for patch in kustomization.get("patches", []):
         ops = yaml.safe_load((directory / patch["path"]).read_text())
-        matched = [d for d in docs if d["kind"] == patch["target"]["kind"]
-                   and d["metadata"]["name"].startswith(patch["target"]["name"])]
+        matched = [
+            d
+            for d in docs
+            if d["kind"] == patch["target"]["kind"]
+            and d["metadata"]["name"].startswith(patch["target"]["name"])
+        ]
         assert matched, f"patch {patch['path']} matches nothing"
         for doc in matched:
             json_patch(doc, ops)

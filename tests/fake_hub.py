@@ -22,7 +22,9 @@ class HubState:
 
     def add_directory(self, repo: str, directory: Path) -> None:
         self.repos[repo] = {
-            str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+            str(p.relative_to(directory)): p.read_bytes()
+            for p in directory.rglob("*")
+            if p.is_file()
         }
 
 
@@ -64,10 +66,10 @@ def _handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
                     self.close_connection = True
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._answer(send_body=False)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer(send_body=True)
 
     return Handler

@@ -39,13 +39,23 @@ def clip_config() -> Any:
     from transformers import CLIPConfig
 
     text = {
-        "vocab_size": len(WORDS) + 3, "hidden_size": 32, "intermediate_size": 48,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 16,
-        "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+        "vocab_size": len(WORDS) + 3,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 16,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
     }
     vision = {
-        "image_size": IMAGE_SIZE, "patch_size": 8, "hidden_size": 32, "intermediate_size": 48,
-        "num_hidden_layers": 2, "num_attention_heads": 4,
+        "image_size": IMAGE_SIZE,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
     }
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
 
@@ -54,8 +64,10 @@ def reference_processor() -> Any:
     from transformers import CLIPImageProcessorPil
 
     return CLIPImageProcessorPil(
-        size={"shortest_edge": RESIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=MEAN, image_std=STD,
+        size={"shortest_edge": RESIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=MEAN,
+        image_std=STD,
     )
 
 

@@ -21,9 +21,39 @@ BERT_SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "
 XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 PUNCTUATION = list(",.!?;:'\"()-")
 WORDS = [
-    "hello", "world", "the", "a", "cat", "dog", "sat", "on", "mat", "fast", "slow", "red",
-    "blue", "green", "what", "is", "where", "are", "one", "two", "three", "four", "five", "six",
-    "seven", "eight", "nine", "ten", "sun", "moon", "star", "sky", "sea",
+    "hello",
+    "world",
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "fast",
+    "slow",
+    "red",
+    "blue",
+    "green",
+    "what",
+    "is",
+    "where",
+    "are",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "sun",
+    "moon",
+    "star",
+    "sky",
+    "sea",
 ]
 HIDDEN = 32
 COLBERT_DIM = 16
@@ -77,15 +107,26 @@ def save_xlmr_tokenizer(directory: Path) -> Tokenizer:
 def small_config(kind: str, vocab_size: int) -> Any:
     import transformers
 
-    common = {"hidden_size": HIDDEN, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "intermediate_size": 64, "vocab_size": vocab_size}
+    common = {
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": vocab_size,
+    }
     if kind == "xlmr":
         return transformers.XLMRobertaConfig(
-            **common, max_position_embeddings=MAX_LENGTH + 4, pad_token_id=1, bos_token_id=0,
-            eos_token_id=2, type_vocab_size=1, num_labels=1,
+            **common,
+            max_position_embeddings=MAX_LENGTH + 4,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+            num_labels=1,
         )
-    return transformers.BertConfig(**common, max_position_embeddings=64, pad_token_id=0,
-                                   num_labels=1)
+    return transformers.BertConfig(
+        **common, max_position_embeddings=64, pad_token_id=0, num_labels=1
+    )
 
 
 class TinyColBERT(torch.nn.Module):
@@ -134,13 +175,21 @@ def build_colbert(root: Path) -> Built:
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(source / "model.safetensors"))
     (source / "artifact.metadata").write_text(
-        json.dumps({"query_maxlen": QUERY_LENGTH, "doc_maxlen": 180, "dim": COLBERT_DIM,
-                    "query_token_id": "[unused0]", "doc_token_id": "[unused1]",
-                    "attend_to_mask_tokens": False})
+        json.dumps(
+            {
+                "query_maxlen": QUERY_LENGTH,
+                "doc_maxlen": 180,
+                "dim": COLBERT_DIM,
+                "query_token_id": "[unused0]",
+                "doc_token_id": "[unused1]",
+                "attend_to_mask_tokens": False,
+            }
+        )
     )
     out = root / "colbert"
-    metadata = convert(source, out, "--kind", "late", "--name", "tiny/colbert",
-                       "--max-length", str(MAX_LENGTH))
+    metadata = convert(
+        source, out, "--kind", "late", "--name", "tiny/colbert", "--max-length", str(MAX_LENGTH)
+    )
     return Built(out, model, metadata)
 
 
@@ -159,15 +208,25 @@ def build_cross_encoder(root: Path, kind: str) -> Built:
         model = transformers.BertForSequenceClassification(config).eval()
     model.save_pretrained(str(source))
     out = root / f"{kind}-ce"
-    metadata = convert(source, out, "--kind", "rerank", "--name", f"tiny/{kind}-reranker",
-                       "--max-length", str(MAX_LENGTH))
+    metadata = convert(
+        source,
+        out,
+        "--kind",
+        "rerank",
+        "--name",
+        f"tiny/{kind}-reranker",
+        "--max-length",
+        str(MAX_LENGTH),
+    )
     return Built(out, model, metadata)
 
 
 @torch.no_grad()
 def cross_encoder_logit(model: Any, ids: list[int], types: list[int] | None = None) -> float:
-    inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids),
-                                                                             dtype=torch.long)}
+    inputs = {
+        "input_ids": torch.tensor([ids]),
+        "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+    }
     if types is not None:
         inputs["token_type_ids"] = torch.tensor([types])
     return float(model(**inputs).logits[0, 0])

@@ -51,8 +51,11 @@ def running(
     full_env = {**os.environ, "EMBED_HOST": "127.0.0.1", **env, "EMBED_PORT": str(port)}
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
         process = subprocess.Popen(
-            list(command or [sys.executable, "-m", "service"]), env=full_env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT,
+            list(command or [sys.executable, "-m", "service"]),
+            env=full_env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Server(process, f"http://127.0.0.1:{port}", Path(log.name))
     try:

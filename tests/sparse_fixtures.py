@@ -35,8 +35,10 @@ def built(directory: Path) -> Path:
 def sparse_client() -> Iterator[TestClient]:
     """SPLADE, BM25, BM42 and MiniLM (dense) served together from the real model files."""
     models = [
-        str(built(REAL_SPLADE)), str(BM25_DATA),
-        f"{BM42_NAME}@{built(REAL_BM42)}", str(built(REAL_MINILM)),
+        str(built(REAL_SPLADE)),
+        str(BM25_DATA),
+        f"{BM42_NAME}@{built(REAL_BM42)}",
+        str(built(REAL_MINILM)),
     ]
     with serving(models=models) as client:
         yield client

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.batching.batcher import Batcher, BatchConfig
+from service.batching.batcher import BatchConfig, Batcher
 from service.batching.formation import form_batch, full_batch_waiting
 from service.errors import InferenceFailed, Overloaded, Unavailable
 

@@ -7,28 +7,47 @@ from pathlib import Path
 
 import pytest
 
-from service.models.kinds import handler_for
-from service.models.catalogue import KINDS, CatalogueError, load_catalogue, spec_from_dict
-from service.models.store import resolve_reference
 from service.errors import ModelLoadError
+from service.models.catalogue import KINDS, CatalogueError, load_catalogue, spec_from_dict
+from service.models.kinds import handler_for
+from service.models.store import resolve_reference
 
 CATALOGUE = load_catalogue()
 # The dense text models FastEmbed lists (fastembed/text/*.py); the catalogue must know them all.
 FASTEMBED_DENSE = {
-    "BAAI/bge-base-en", "BAAI/bge-base-en-v1.5", "BAAI/bge-large-en-v1.5", "BAAI/bge-small-en",
-    "BAAI/bge-small-en-v1.5", "BAAI/bge-small-zh-v1.5", "mixedbread-ai/mxbai-embed-large-v1",
-    "snowflake/snowflake-arctic-embed-xs", "snowflake/snowflake-arctic-embed-s",
-    "snowflake/snowflake-arctic-embed-m", "snowflake/snowflake-arctic-embed-m-long",
-    "snowflake/snowflake-arctic-embed-l", "jinaai/jina-clip-v1",
-    "sentence-transformers/all-MiniLM-L6-v2", "jinaai/jina-embeddings-v2-base-en",
-    "jinaai/jina-embeddings-v2-small-en", "jinaai/jina-embeddings-v2-base-de",
-    "jinaai/jina-embeddings-v2-base-code", "jinaai/jina-embeddings-v2-base-zh",
-    "jinaai/jina-embeddings-v2-base-es", "thenlper/gte-base", "thenlper/gte-large",
-    "nomic-ai/nomic-embed-text-v1.5", "nomic-ai/nomic-embed-text-v1.5-Q",
-    "nomic-ai/nomic-embed-text-v1", "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
-    "sentence-transformers/paraphrase-multilingual-mpnet-base-v2", "intfloat/multilingual-e5-large",
-    "Qwen/Qwen3-Embedding-0.6B", "Qwen/Qwen3-Embedding-0.6B-Q", "jinaai/jina-embeddings-v3",
-    "google/embeddinggemma-300m", "Qdrant/clip-ViT-B-32-text",
+    "BAAI/bge-base-en",
+    "BAAI/bge-base-en-v1.5",
+    "BAAI/bge-large-en-v1.5",
+    "BAAI/bge-small-en",
+    "BAAI/bge-small-en-v1.5",
+    "BAAI/bge-small-zh-v1.5",
+    "mixedbread-ai/mxbai-embed-large-v1",
+    "snowflake/snowflake-arctic-embed-xs",
+    "snowflake/snowflake-arctic-embed-s",
+    "snowflake/snowflake-arctic-embed-m",
+    "snowflake/snowflake-arctic-embed-m-long",
+    "snowflake/snowflake-arctic-embed-l",
+    "jinaai/jina-clip-v1",
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "jinaai/jina-embeddings-v2-base-en",
+    "jinaai/jina-embeddings-v2-small-en",
+    "jinaai/jina-embeddings-v2-base-de",
+    "jinaai/jina-embeddings-v2-base-code",
+    "jinaai/jina-embeddings-v2-base-zh",
+    "jinaai/jina-embeddings-v2-base-es",
+    "thenlper/gte-base",
+    "thenlper/gte-large",
+    "nomic-ai/nomic-embed-text-v1.5",
+    "nomic-ai/nomic-embed-text-v1.5-Q",
+    "nomic-ai/nomic-embed-text-v1",
+    "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    "sentence-transformers/paraphrase-multilingual-mpnet-base-v2",
+    "intfloat/multilingual-e5-large",
+    "Qwen/Qwen3-Embedding-0.6B",
+    "Qwen/Qwen3-Embedding-0.6B-Q",
+    "jinaai/jina-embeddings-v3",
+    "google/embeddinggemma-300m",
+    "Qdrant/clip-ViT-B-32-text",
 }
 
 
@@ -60,11 +79,24 @@ def test_the_default_model_is_minilm_with_mean_pooling() -> None:
     [
         ({"kind": "dense"}, "no name"),
         ({"name": "x", "kind": "fancy", "source": {"hf": "a/b"}}, "kind must be"),
-        ({"name": "x", "kind": "dense", "dim": 3, "pooling": "max", "source": {"hf": "a/b"}}, "pooling"),
+        (
+            {"name": "x", "kind": "dense", "dim": 3, "pooling": "max", "source": {"hf": "a/b"}},
+            "pooling",
+        ),
         ({"name": "x", "kind": "dense", "dim": 3, "source": {"hf": "a/b"}}, "needs pooling"),
         ({"name": "x", "kind": "dense", "dim": 3, "pooling": "cls", "source": {}}, "hf or local"),
         ({"name": "x", "kind": "dense", "pooling": "cls", "source": {"hf": "a/b"}}, "dim"),
-        ({"name": "x", "kind": "dense", "dim": 3, "pooling": "cls", "colour": 1, "source": {"hf": "a/b"}}, "unknown fields"),
+        (
+            {
+                "name": "x",
+                "kind": "dense",
+                "dim": 3,
+                "pooling": "cls",
+                "colour": 1,
+                "source": {"hf": "a/b"},
+            },
+            "unknown fields",
+        ),
     ],
 )
 def test_malformed_rows_are_refused_with_a_reason(row: dict, message: str) -> None:
@@ -80,7 +112,11 @@ def test_references_resolve_to_catalogue_local_and_named_local(tmp_path: Path) -
     spec = {"name": "me/mine", "kind": "dense", "dim": 4, "pooling": "cls", "max_length": 32}
     (tmp_path / "service_model.json").write_text(json.dumps({"spec": spec, "model_file": "g.onnx"}))
     local = resolve_reference(str(tmp_path), CATALOGUE)
-    assert (local.name, local.source.local, local.source.model_file) == ("me/mine", tmp_path, "g.onnx")
+    assert (local.name, local.source.local, local.source.model_file) == (
+        "me/mine",
+        tmp_path,
+        "g.onnx",
+    )
     with pytest.raises(ModelLoadError, match="unknown model"):
         resolve_reference("nobody/nothing", CATALOGUE)
     with pytest.raises(ModelLoadError, match="not in the catalogue"):

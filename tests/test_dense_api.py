@@ -19,7 +19,9 @@ def vectors(response_json: dict) -> np.ndarray:
     return np.array([d["embedding"] for d in response_json["data"]], dtype=np.float32)
 
 
-def test_openai_route_returns_exact_mean_pooled_unit_vectors(tiny_client: TestClient, tiny_dense) -> None:
+def test_openai_route_returns_exact_mean_pooled_unit_vectors(
+    tiny_client: TestClient, tiny_dense
+) -> None:
     _, table = tiny_dense
     texts = ["hello world", "the cat sat on the mat", "unknown words here"]
     response = tiny_client.post("/v1/embeddings", json={"input": texts, "model": MODEL})
@@ -52,7 +54,9 @@ def test_base64_encoding_is_little_endian_float32(tiny_client: TestClient, tiny_
     np.testing.assert_allclose(decoded, tiny_models.expected_dense(table, "red cat"), atol=1e-6)
 
 
-def test_dimensions_keeps_first_components_renormalised(tiny_client: TestClient, tiny_dense) -> None:
+def test_dimensions_keeps_first_components_renormalised(
+    tiny_client: TestClient, tiny_dense
+) -> None:
     _, table = tiny_dense
     body = tiny_client.post(
         "/v1/embeddings", json={"input": "blue dog", "model": MODEL, "dimensions": 3}
@@ -117,12 +121,19 @@ def error_of(response) -> dict:
         ({"input": [[10**9]], "model": MODEL}, 400, "invalid_input", "input"),
         ({"model": MODEL}, 400, "invalid_request", "input"),
         ({"input": "hi"}, 400, "invalid_request", "model"),
-        ({"input": "hi", "model": MODEL, "encoding_format": "int8"}, 400, "invalid_request", "encoding_format"),
+        (
+            {"input": "hi", "model": MODEL, "encoding_format": "int8"},
+            400,
+            "invalid_request",
+            "encoding_format",
+        ),
         ({"input": "hi", "model": MODEL, "dimensions": 9}, 400, "invalid_input", "dimensions"),
         ({"input": "hi", "model": MODEL, "dimensions": 0}, 400, "invalid_input", "dimensions"),
     ],
 )
-def test_openai_errors_use_the_envelope(tiny_client: TestClient, payload, status, code, param) -> None:
+def test_openai_errors_use_the_envelope(
+    tiny_client: TestClient, payload, status, code, param
+) -> None:
     response = tiny_client.post("/v1/embeddings", json=payload)
     assert response.status_code == status, response.text
     error = error_of(response)
@@ -170,7 +181,10 @@ def test_models_listings(tiny_client: TestClient) -> None:
     models = tiny_client.get("/models").json()["models"]
     assert models[0] | {} == models[0]
     assert (models[0]["kind"], models[0]["dim"], models[0]["max_tokens"], models[0]["pooling"]) == (
-        "dense", tiny_models.DIM, tiny_models.MAX_LENGTH, "mean",
+        "dense",
+        tiny_models.DIM,
+        tiny_models.MAX_LENGTH,
+        "mean",
     )
 
 
@@ -181,7 +195,9 @@ def test_health_ready_and_metrics(tiny_client: TestClient) -> None:
     tiny_client.post("/v1/embeddings", json={"input": "hello", "model": MODEL})
     tiny_client.post("/v1/embeddings", json={"input": "hello", "model": "missing"})
     text = tiny_client.get("/metrics").text
-    assert 'embed_requests_total{model="tiny/dense",route="/v1/embeddings",status="200"} 1.0' in text
+    assert (
+        'embed_requests_total{model="tiny/dense",route="/v1/embeddings",status="200"} 1.0' in text
+    )
     assert 'embed_requests_total{model="",route="/v1/embeddings",status="404"} 1.0' in text
     assert 'embed_request_duration_seconds_bucket{le="0.001",model="tiny/dense"' in text
     assert "embed_inference_seconds_count" in text and "embed_batch_size_bucket" in text

@@ -90,7 +90,10 @@ def test_compose_wires_the_sidecar_qdrant_prometheus_and_the_gpu_profile() -> No
 def test_kubernetes_manifests_validate(layout: str) -> None:
     docs = render(K8S / layout)
     assert {d["kind"] for d in docs} == {
-        "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
     }
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -132,16 +135,24 @@ def test_the_image_start_and_health_commands_work_here(real_minilm: Path, tmp_pa
     """The CPU image's CMD and HEALTHCHECK, run with its ENV; only paths that exist in the
     image and not here are mapped: the model baked at /models and the /cache volume."""
     stage = final_stage(ROOT / "Dockerfile")
-    env = {key: value.replace("/models/all-MiniLM-L6-v2", str(real_minilm))
-           .replace("/cache", str(tmp_path)) for key, value in stage.env.items() if key != "PATH"}
+    env = {
+        key: value.replace("/models/all-MiniLM-L6-v2", str(real_minilm)).replace(
+            "/cache", str(tmp_path)
+        )
+        for key, value in stage.env.items()
+        if key != "PATH"
+    }
     command = [sys.executable if part == "python" else part for part in stage.cmd]
     with running(env, command) as server:
         port = server.url.rsplit(":", 1)[1]
         health = [sys.executable if part == "python" else part for part in stage.healthcheck]
         check = subprocess.run(health, env={"EMBED_PORT": port}, capture_output=True, timeout=10)
         assert check.returncode == 0, check.stderr
-        response = httpx.post(f"{server.url}/v1/embeddings", timeout=30,
-                              json={"model": "all-MiniLM-L6-v2", "input": "hi"})
+        response = httpx.post(
+            f"{server.url}/v1/embeddings",
+            timeout=30,
+            json={"model": "all-MiniLM-L6-v2", "input": "hi"},
+        )
         vector = np.array(response.json()["data"][0]["embedding"])
         assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1) < 1e-5
     down = subprocess.run(health, env={"EMBED_PORT": port}, capture_output=True, timeout=10)

@@ -81,8 +81,9 @@ def assert_failed(response: Any, status: int, code: str, rid: str) -> None:
     assert SECRET not in response.text and "Traceback" not in response.text
 
 
-@pytest.mark.parametrize(("fault", "code"), [("raise", "inference_failed"),
-                                             ("nan", "inference_failed")])
+@pytest.mark.parametrize(
+    ("fault", "code"), [("raise", "inference_failed"), ("nan", "inference_failed")]
+)
 def test_a_failing_batch_fails_its_request_and_the_next_is_served(
     tiny_dense: tuple[Path, np.ndarray], fault: str, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -99,7 +100,7 @@ def test_a_failing_batch_fails_its_request_and_the_next_is_served(
 
 
 def test_a_hung_batch_gets_503_and_a_fresh_thread_serves_the_next(
-    tiny_dense: tuple[Path, np.ndarray]
+    tiny_dense: tuple[Path, np.ndarray],
 ) -> None:
     with service(tiny_dense, inference_timeout_s=0.3) as client:
         model = model_of(client)
@@ -195,5 +196,9 @@ def test_an_unexpected_error_is_a_generic_500_with_the_request_id(
         assert response.status_code == 500
         assert response.headers["x-request-id"] == "rq-3"
         error = response.json()["error"]
-        assert error == {"message": "internal server error (request id rq-3)",
-                         "type": "server_error", "param": None, "code": "internal_error"}
+        assert error == {
+            "message": "internal server error (request id rq-3)",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }

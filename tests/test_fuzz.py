@@ -14,26 +14,47 @@ from fastapi.testclient import TestClient
 
 from tests.prod_server import running
 
-CHECKS = ",".join([
-    "not_a_server_error", "status_code_conformance", "content_type_conformance",
-    "response_schema_conformance", "response_headers_conformance",
-])
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+    ]
+)
 
 
 def test_fuzzing_the_openapi_schema_finds_no_server_error_and_no_undocumented_answer(
     tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
     seconds = int(os.environ.get("FUZZ_SECONDS", "12"))
-    env = {"EMBED_MODELS": str(tiny_dense[0]), "EMBED_API_KEYS": "fuzz-key",
-           "EMBED_LOG_LEVEL": "warning"}
+    env = {
+        "EMBED_MODELS": str(tiny_dense[0]),
+        "EMBED_API_KEYS": "fuzz-key",
+        "EMBED_LOG_LEVEL": "warning",
+    }
     with running(env) as server:
         command = [
-            str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/openapi.json",
-            "-H", "Authorization: Bearer fuzz-key", "--checks", CHECKS, "--seed", "1",
-            "--workers", "2", "--max-time", str(seconds), "--request-timeout", "10",
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{server.url}/openapi.json",
+            "-H",
+            "Authorization: Bearer fuzz-key",
+            "--checks",
+            CHECKS,
+            "--seed",
+            "1",
+            "--workers",
+            "2",
+            "--max-time",
+            str(seconds),
+            "--request-timeout",
+            "10",
         ]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
-                                timeout=seconds + 120)
+        result = subprocess.run(
+            command, capture_output=True, text=True, cwd=tmp_path, timeout=seconds + 120
+        )
         assert server.process.poll() is None, "the service died under fuzzing"
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "generated" in result.stdout and " passed" in result.stdout

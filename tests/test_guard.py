@@ -67,8 +67,9 @@ def test_cors_is_off_by_default_and_configurable(tiny_dense: tuple[Path, np.ndar
     with serving(models=[str(tiny_dense[0])]) as client:
         response = client.get("/health", headers={"Origin": "https://app.example"})
         assert "access-control-allow-origin" not in response.headers
-    with serving(models=[str(tiny_dense[0])], cors_origins="https://app.example",
-                 api_keys="k1") as client:
+    with serving(
+        models=[str(tiny_dense[0])], cors_origins="https://app.example", api_keys="k1"
+    ) as client:
         response = client.options("/v1/embeddings", headers=preflight)
         assert response.status_code == 200  # a preflight needs no key
         assert response.headers["access-control-allow-origin"] == "https://app.example"
@@ -87,16 +88,18 @@ def test_body_over_the_limit_is_413_before_reading(tiny_dense: tuple[Path, np.nd
                 yield b"hello " * 10
             yield b'"]}'
 
-        chunked = client.post("/v1/embeddings", content=chunks(),
-                              headers={"Content-Type": "application/json"})
+        chunked = client.post(
+            "/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"}
+        )
         assert_envelope(chunked, 413, "request_too_large")
 
         def small() -> Iterator[bytes]:
             yield b'{"model": "tiny/dense", '
             yield b'"input": ["hello world"]}'
 
-        ok = client.post("/v1/embeddings", content=small(),
-                         headers={"Content-Type": "application/json"})
+        ok = client.post(
+            "/v1/embeddings", content=small(), headers={"Content-Type": "application/json"}
+        )
         assert ok.status_code == 200
         vector = np.array(ok.json()["data"][0]["embedding"])
         np.testing.assert_allclose(vector, expected_dense(tiny_dense[1], "hello world"), atol=1e-6)
@@ -155,8 +158,10 @@ def test_timing_headers(tiny_client: TestClient) -> None:
     model.runners[0].run = slow
     response = tiny_client.post("/v1/embeddings", json=EMBED)
     model.runners[0].run = original
-    times = {p: float(response.headers[f"x-{p}-time-ms"])
-             for p in ("tokenize", "queue", "inference", "total")}
+    times = {
+        p: float(response.headers[f"x-{p}-time-ms"])
+        for p in ("tokenize", "queue", "inference", "total")
+    }
     assert 50 <= times["inference"] < times["total"]  # the 50 ms session is inference
     assert 0 <= times["queue"] < 50 and 0 <= times["tokenize"] < 50  # an idle model
     assert times["tokenize"] + times["queue"] + times["inference"] <= times["total"]

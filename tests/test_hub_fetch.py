@@ -19,8 +19,14 @@ REPO = "test-org/tiny-dense"
 
 def hub_spec(model_file: str = "model.onnx") -> object:
     return spec_from_dict(
-        {"name": "test-org/tiny", "kind": "dense", "dim": tiny_models.DIM, "pooling": "mean",
-         "max_length": 16, "source": {"hf": REPO, "model_file": model_file}}
+        {
+            "name": "test-org/tiny",
+            "kind": "dense",
+            "dim": tiny_models.DIM,
+            "pooling": "mean",
+            "max_length": 16,
+            "source": {"hf": REPO, "model_file": model_file},
+        }
     )
 
 
@@ -35,20 +41,28 @@ def snapshot_files(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.rglob("snapshots/*/*"))
 
 
-def test_downloads_required_and_optional_files_into_the_cache(state: HubState, tmp_path: Path) -> None:
+def test_downloads_required_and_optional_files_into_the_cache(
+    state: HubState, tmp_path: Path
+) -> None:
     with fake_hub(state) as url:
-        directory = model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=url, token="hf_secret"))
+        directory = model_directory(
+            hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=url, token="hf_secret")
+        )
     assert (directory / "model.onnx").read_bytes() == state.repos[REPO]["model.onnx"]
     assert (directory / "tokenizer.json").is_file() and (directory / "config.json").is_file()
     assert not (directory / "preprocessor_config.json").exists()  # optional, absent on the Hub
     assert all(auth == "Bearer hf_secret" for _, _, auth in state.requests)
 
 
-def test_offline_mode_serves_from_the_cache_without_the_hub(state: HubState, tmp_path: Path) -> None:
+def test_offline_mode_serves_from_the_cache_without_the_hub(
+    state: HubState, tmp_path: Path
+) -> None:
     with fake_hub(state) as url:
         first = model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, endpoint=url))
     seen = len(state.requests)
-    again = model_directory(hub_spec(), HubOptions(cache_dir=tmp_path, offline=True, endpoint="http://127.0.0.1:9"))
+    again = model_directory(
+        hub_spec(), HubOptions(cache_dir=tmp_path, offline=True, endpoint="http://127.0.0.1:9")
+    )
     assert again == first and len(state.requests) == seen
 
 
@@ -97,8 +111,12 @@ def test_the_service_fetches_a_catalogue_model_through_hf_endpoint(
         f'max_length = 16\n[model.source]\nhf = "{REPO}"\n'
     )
     with fake_hub(state) as hub_url:
-        env = {"HF_ENDPOINT": hub_url, "EMBED_CATALOGUE_FILES": str(catalogue),
-               "EMBED_MODELS": "test-org/tiny", "EMBED_CACHE_DIR": str(tmp_path / "cache")}
+        env = {
+            "HF_ENDPOINT": hub_url,
+            "EMBED_CATALOGUE_FILES": str(catalogue),
+            "EMBED_MODELS": "test-org/tiny",
+            "EMBED_CACHE_DIR": str(tmp_path / "cache"),
+        }
         with live_server(env) as url:
             import httpx
 

@@ -26,7 +26,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.api.guard import read_body, too_large
-from service.errors import PayloadTooLarge
 from tests import image_models
 from tests.conftest import ROOT, free_port, serving
 
@@ -46,8 +45,11 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, Path
 def clip_client(tiny_clip: tuple[Any, Path, Path]) -> Iterator[TestClient]:
     _, vision, text = tiny_clip
     with serving(
-        models=[str(vision), str(text)], image_max_images=4, image_max_bytes=300_000,
-        image_max_request_bytes=1_000_000, image_max_pixels=400_000,
+        models=[str(vision), str(text)],
+        image_max_images=4,
+        image_max_bytes=300_000,
+        image_max_request_bytes=1_000_000,
+        image_max_pixels=400_000,
     ) as client:
         yield client
 
@@ -292,7 +294,7 @@ def test_over_http_an_oversized_upload_is_refused_before_it_is_sent(tiny_clip) -
     with uvicorn_server(env) as port:
         head = b"POST /embed/image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(head + b"Content-Length: 200000000\r\n\r\n{\"images\": [")
+            sock.sendall(head + b'Content-Length: 200000000\r\n\r\n{"images": [')
             answer = read_response(sock)
         assert answer.startswith("HTTP/1.1 413"), answer[:200]
         assert "request body of 200000000 bytes is over the limit of 1000000 bytes" in answer
@@ -313,8 +315,13 @@ def uvicorn_server(env: dict[str, str]) -> Iterator[int]:
     """`python -m service` on a free loopback port (its output discarded); yields the port."""
     port = free_port()
     full = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port), **env}
-    process = subprocess.Popen([sys.executable, "-m", "service"], env=full, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=full,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _ready(port):

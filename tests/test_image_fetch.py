@@ -60,9 +60,21 @@ LOOPBACK_OK = FetchPolicy(max_bytes=10_000, timeout_s=5, allowed=loopback_allowe
 
 
 def test_public_address_policy() -> None:
-    refused = ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254",
-               "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "fe80::1", "fc00::1",
-               "::ffff:127.0.0.1", "::ffff:10.0.0.1"]
+    refused = [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+    ]
     assert not any(is_public(ipaddress.ip_address(a)) for a in refused)
     assert all(is_public(ipaddress.ip_address(a)) for a in ["8.8.8.8", "2606:4700::1111"])
 

@@ -16,15 +16,21 @@ from tests import image_models
 CONFIGS = {
     "clip_default": {},
     "tiny_test_model": {
-        "size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 32},
-        "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3],
+        "size": {"shortest_edge": 40},
+        "crop_size": {"height": 32, "width": 32},
+        "image_mean": [0.5, 0.4, 0.3],
+        "image_std": [0.2, 0.25, 0.3],
     },
     "bilinear_tall_crop": {
-        "size": {"shortest_edge": 64}, "crop_size": {"height": 96, "width": 80}, "resample": 2,
+        "size": {"shortest_edge": 64},
+        "crop_size": {"height": 96, "width": 80},
+        "resample": 2,
     },
     "no_resize_padded_crop": {"do_resize": False, "crop_size": {"height": 48, "width": 48}},
     "exact_size_no_crop": {
-        "size": {"height": 30, "width": 20}, "do_center_crop": False, "resample": 1,
+        "size": {"height": 30, "width": 20},
+        "do_center_crop": False,
+        "resample": 1,
     },
 }
 MAX_PIXELS = 10_000_000
@@ -89,14 +95,23 @@ def test_jina_clip_config_equals_clip_resize_and_centre_crop() -> None:
     """Jina CLIP's processor (size int, interpolation name, mean/std keys) resizes the shortest
     edge and pads to a square, cropping the long side centrally: CLIP's pixels."""
     mean, std = [0.48, 0.45, 0.4], [0.26, 0.26, 0.27]
-    jina = image_config_from_dict({
-        "image_processor_type": "JinaCLIPImageProcessor", "size": 56,
-        "interpolation": "bicubic", "mean": mean, "std": std,
-    })
-    processor = reference({
-        "size": {"shortest_edge": 56}, "crop_size": {"height": 56, "width": 56},
-        "image_mean": mean, "image_std": std,
-    })
+    jina = image_config_from_dict(
+        {
+            "image_processor_type": "JinaCLIPImageProcessor",
+            "size": 56,
+            "interpolation": "bicubic",
+            "mean": mean,
+            "std": std,
+        }
+    )
+    processor = reference(
+        {
+            "size": {"shortest_edge": 56},
+            "crop_size": {"height": 56, "width": 56},
+            "image_mean": mean,
+            "image_std": std,
+        }
+    )
     for name, data in image_models.sample_images().items():
         ours = preprocess(decode_image(data, 0, MAX_PIXELS), jina)
         theirs = processor(Image.open(io.BytesIO(data)), return_tensors="np")["pixel_values"][0]
@@ -109,8 +124,10 @@ def test_catalogue_lists_fastembeds_image_models() -> None:
     catalogue = load_catalogue()
     dims = {name: spec.dim for name, spec in catalogue.items() if spec.kind == "image"}
     assert dims == {
-        "Qdrant/clip-ViT-B-32-vision": 512, "Qdrant/resnet50-onnx": 2048,
-        "Qdrant/Unicom-ViT-B-16": 768, "Qdrant/Unicom-ViT-B-32": 512,
+        "Qdrant/clip-ViT-B-32-vision": 512,
+        "Qdrant/resnet50-onnx": 2048,
+        "Qdrant/Unicom-ViT-B-16": 768,
+        "Qdrant/Unicom-ViT-B-32": 512,
         "jinaai/jina-clip-v1-vision": 768,
     }
     # the matching text towers are dense rows with the same dimension

@@ -64,16 +64,20 @@ def test_converter_records_colbert_rules(colbert: lm.Built) -> None:
     assert (spec["kind"], spec["dim"]) == ("late", lm.COLBERT_DIM)
     assert spec["max_length"] == lm.MAX_LENGTH
     assert spec["options"] == {
-        "query_length": lm.QUERY_LENGTH, "attend_to_mask_tokens": False,
-        "query_marker_id": 1, "document_marker_id": 2, "mask_token": "[MASK]",
+        "query_length": lm.QUERY_LENGTH,
+        "attend_to_mask_tokens": False,
+        "query_marker_id": 1,
+        "document_marker_id": 2,
+        "mask_token": "[MASK]",
     }
     assert colbert.metadata["export"]["max_abs_error_vs_torch"] < 1e-5
 
 
 def test_token_rules_are_exact(client: TestClient) -> None:
     model = client.app.state.registry.models[MODEL]  # type: ignore[attr-defined]
-    (_, short), (_, long) = late.prepare(model, ["Hello world", "one two three four five six"],
-                                         "query", True)
+    (_, short), (_, long) = late.prepare(
+        model, ["Hello world", "one two three four five six"], "query", True
+    )
     assert short.ids.tolist() == [CLS, Q, V["hello"], V["world"], SEP, MASK, MASK, MASK]
     assert short.mask.tolist() == [1, 1, 1, 1, 1, 0, 0, 0] and short.keep.all()
     assert long.ids.tolist() == [CLS, Q, *words("one two three four five"), SEP]  # cut to 8
@@ -117,8 +121,9 @@ def test_long_documents_truncate_or_413(colbert: lm.Built, client: TestClient) -
     text = " ".join(lm.WORDS[:30])
     body = client.post("/embed/late", json={"inputs": [text]}).json()
     assert body["embeddings"][0]["tokens"] == lm.MAX_LENGTH
-    assert_same_vectors(np.array(body["embeddings"][0]["embedding"]),
-                        reference_document(colbert, text))
+    assert_same_vectors(
+        np.array(body["embeddings"][0]["embedding"]), reference_document(colbert, text)
+    )
     refused = client.post("/embed/late", json={"inputs": [text], "truncate": False})
     assert refused.status_code == 413
     assert refused.json()["error"]["code"] == "input_too_long"
@@ -133,9 +138,9 @@ def test_maxsim_from_texts_and_from_vectors(client: TestClient, colbert: lm.Buil
     assert body["model"] == MODEL and body["usage"]["prompt_tokens"] == 8 + 10 + 5 + 5
     # the same from precomputed vectors (float and base64), with no model needed
     q_item = client.post("/embed/late", json={"inputs": query, "input_type": "query"}).json()
-    d_items = client.post(
-        "/embed/late", json={"inputs": docs, "encoding_format": "base64"}
-    ).json()["embeddings"]
+    d_items = client.post("/embed/late", json={"inputs": docs, "encoding_format": "base64"}).json()[
+        "embeddings"
+    ]
     again = client.post(
         "/score/maxsim", json={"query": q_item["embeddings"][0], "documents": d_items}
     ).json()
@@ -156,8 +161,9 @@ def test_rerank_with_a_late_model_ranks_by_maxsim(client: TestClient, colbert: l
     ).json()
     order = sorted(range(4), key=lambda i: -expected[i])[:3]
     assert [r["index"] for r in body["results"]] == order
-    np.testing.assert_allclose([r["relevance_score"] for r in body["results"]],
-                               [expected[i] for i in order], atol=1e-4)
+    np.testing.assert_allclose(
+        [r["relevance_score"] for r in body["results"]], [expected[i] for i in order], atol=1e-4
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,21 +172,37 @@ def test_rerank_with_a_late_model_ranks_by_maxsim(client: TestClient, colbert: l
         ("/embed/late", {"inputs": []}, 400, "input"),
         ("/embed/late", {"inputs": "x", "input_type": "passage"}, 400, "input_type"),
         ("/score/maxsim", {"query": "red", "documents": []}, 400, "documents"),
-        ("/score/maxsim", {"query": {"embedding": [[1.0, 0.0]]},
-                           "documents": [{"embedding": [[1.0, 0.0, 0.0]]}]}, 400, "documents"),
+        (
+            "/score/maxsim",
+            {"query": {"embedding": [[1.0, 0.0]]}, "documents": [{"embedding": [[1.0, 0.0, 0.0]]}]},
+            400,
+            "documents",
+        ),
         ("/score/maxsim", {"query": {"embedding": "AAAA"}, "documents": ["red"]}, 400, "query"),
-        ("/score/maxsim", {"query": {"embedding": "AAAA", "shape": [2, 2]},
-                           "documents": ["red"]}, 400, "query"),
-        ("/score/maxsim", {"query": {"embedding": [[1.0], []]},
-                           "documents": ["red"]}, 400, "query"),
+        (
+            "/score/maxsim",
+            {"query": {"embedding": "AAAA", "shape": [2, 2]}, "documents": ["red"]},
+            400,
+            "query",
+        ),
+        (
+            "/score/maxsim",
+            {"query": {"embedding": [[1.0], []]}, "documents": ["red"]},
+            400,
+            "query",
+        ),
         ("/score/maxsim", {"query": "red", "documents": ["sea"], "model": "nope"}, 404, "model"),
-        ("/score/maxsim", {"query": "red",
-                           "documents": ["sea", {"embedding": "!!", "shape": [1, 1]}]},
-         400, "documents"),
+        (
+            "/score/maxsim",
+            {"query": "red", "documents": ["sea", {"embedding": "!!", "shape": [1, 1]}]},
+            400,
+            "documents",
+        ),
     ],
 )
-def test_bad_input_gets_the_envelope(client: TestClient, route: str, payload: dict, status: int,
-                                     param: str) -> None:
+def test_bad_input_gets_the_envelope(
+    client: TestClient, route: str, payload: dict, status: int, param: str
+) -> None:
     response = client.post(route, json=payload)
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -192,8 +214,11 @@ def test_late_model_rows_load(tmp_path: Path) -> None:
 
     catalogue = load_catalogue()
     rows = {name: spec for name, spec in catalogue.items() if spec.kind == "late"}
-    assert set(rows) >= {"colbert-ir/colbertv2.0", "answerdotai/answerai-colbert-small-v1",
-                         "jinaai/jina-colbert-v2"}
+    assert set(rows) >= {
+        "colbert-ir/colbertv2.0",
+        "answerdotai/answerai-colbert-small-v1",
+        "jinaai/jina-colbert-v2",
+    }
     jina = rows["jinaai/jina-colbert-v2"].options
     assert (jina["query_marker_id"], jina["document_marker_id"]) == (250002, 250003)
     assert jina["attend_to_mask_tokens"] is True and jina["mask_token"] == "<mask>"
@@ -201,8 +226,14 @@ def test_late_model_rows_load(tmp_path: Path) -> None:
 
 def test_query_rules_of_a_model_that_attends_to_mask_tokens() -> None:
     """jina-colbert-v2's rules: XLM-R specials, markers 250002/250003, <mask> attended."""
-    rules = late.LateRules(query_marker=250002, document_marker=250003, mask_id=250001,
-                           query_length=6, attend_to_mask=True, skip_ids=frozenset({5}))
+    rules = late.LateRules(
+        query_marker=250002,
+        document_marker=250003,
+        mask_id=250001,
+        query_length=6,
+        attend_to_mask=True,
+        skip_ids=frozenset({5}),
+    )
     item = late.build_query([10, 11], [0], [2], rules)
     assert item.ids.tolist() == [0, 250002, 10, 11, 2, 250001]
     assert item.mask.tolist() == [1] * 6 and item.tokens == 5

@@ -48,8 +48,10 @@ def test_export_recorded_the_prompt_layout_and_its_error(tiny_colpali) -> None:
     assert metadata["spec"]["kind"] == "multimodal" and metadata["spec"]["dim"] == 16
     assert metadata["spec"]["query_prefix"] == "Query: "
     assert metadata["spec"]["options"] == {
-        "image_token_id": cp.IMAGE_TOKEN_ID, "image_tokens": cp.IMAGE_TOKENS,
-        "bos_token_id": cp.BOS, "image_prompt": "Describe the image.\n",
+        "image_token_id": cp.IMAGE_TOKEN_ID,
+        "image_tokens": cp.IMAGE_TOKENS,
+        "bos_token_id": cp.BOS,
+        "image_prompt": "Describe the image.\n",
         "query_suffix": "<pad>" * 10 + "\n",
     }
     assert metadata["export"]["max_abs_error_vs_torch"] < 1e-5
@@ -92,8 +94,9 @@ def test_pages_and_queries_match_pytorch_with_maxsim(client: TestClient, tiny_co
     assert got["model"] == MODEL and got["dim"] == 16
     expected_q = [torch_embeddings(reference, expected_query_ids(q), None) for q in queries]
     expected_p = [torch_embeddings(reference, expected_page_ids(), page_pixels(p)) for p in pages]
-    for item, theirs in zip([*got["queries"], *got["images"]], [*expected_q, *expected_p],
-                            strict=True):
+    for item, theirs in zip(
+        [*got["queries"], *got["images"]], [*expected_q, *expected_p], strict=True
+    ):
         ours_array = np.array(item["embedding"], dtype=np.float32)
         assert item["shape"] == list(theirs.shape) and item["tokens"] == len(theirs)
         assert ours_array.shape == theirs.shape

@@ -45,8 +45,11 @@ def burst(url: str, body: dict[str, object], clients: int) -> list[tuple[float, 
 def test_bursts_far_over_capacity_get_quick_429s_and_bounded_memory(real_minilm: Path) -> None:
     texts = passages(8, 40, seed=2)
     body = {"model": "all-MiniLM-L6-v2", "input": texts}
-    env = {"EMBED_MODELS": f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}",
-           "EMBED_MAX_CONCURRENT_REQUESTS": "4", "EMBED_LOG_LEVEL": "warning"}
+    env = {
+        "EMBED_MODELS": f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}",
+        "EMBED_MAX_CONCURRENT_REQUESTS": "4",
+        "EMBED_LOG_LEVEL": "warning",
+    }
     with running(env) as server:
         reference = vectors(httpx.post(f"{server.url}/v1/embeddings", json=body, timeout=60).json())
         process = psutil.Process(server.process.pid)
@@ -61,8 +64,10 @@ def test_bursts_far_over_capacity_get_quick_429s_and_bounded_memory(real_minilm:
             for response in accepted:
                 np.testing.assert_allclose(vectors(response.json()), reference, atol=1e-5)
             slowest = max(seconds for seconds, _ in refused)
-            print(f"burst: {len(accepted)} accepted, {len(refused)} refused (slowest 429 "
-                  f"{slowest * 1000:.0f} ms), RSS {rss[-1]:.0f} MiB")
+            print(
+                f"burst: {len(accepted)} accepted, {len(refused)} refused (slowest 429 "
+                f"{slowest * 1000:.0f} ms), RSS {rss[-1]:.0f} MiB"
+            )
             for seconds, response in refused:
                 assert response.json()["error"]["code"] == "too_many_requests"
                 assert response.headers["retry-after"] == "1"
@@ -73,7 +78,7 @@ def test_bursts_far_over_capacity_get_quick_429s_and_bounded_memory(real_minilm:
 
 
 def test_a_full_queue_answers_429_queue_full_and_recovers(
-    tiny_dense: tuple[Path, np.ndarray]
+    tiny_dense: tuple[Path, np.ndarray],
 ) -> None:
     body = {"model": "tiny/dense", "input": ["hello world", "red cat", "one two"]}
     with serving(models=[str(tiny_dense[0])], queue_max_items=4) as client:

@@ -46,7 +46,9 @@ def test_served_vectors_match_pytorch_reference(client: TestClient) -> None:
     got = []
     tokens = 0
     for start in range(0, len(texts), 25):
-        response = client.post("/v1/embeddings", json={"input": texts[start : start + 25], "model": NAME})
+        response = client.post(
+            "/v1/embeddings", json={"input": texts[start : start + 25], "model": NAME}
+        )
         assert response.status_code == 200, response.text
         got += [d["embedding"] for d in response.json()["data"]]
         tokens += response.json()["usage"]["prompt_tokens"]
@@ -71,7 +73,9 @@ def test_batching_does_not_change_vectors(client: TestClient) -> None:
     """Padding with other inputs of other lengths must not change a vector."""
     texts = [r["text"] for r in REFERENCE["rows"][:40]]
     together = client.post("/embed/dense", json={"inputs": texts}).json()["embeddings"]
-    alone = [client.post("/embed/dense", json={"inputs": [t]}).json()["embeddings"][0] for t in texts[:8]]
+    alone = [
+        client.post("/embed/dense", json={"inputs": [t]}).json()["embeddings"][0] for t in texts[:8]
+    ]
     np.testing.assert_allclose(np.array(together[:8]), np.array(alone), atol=2e-6)
 
 

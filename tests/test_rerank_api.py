@@ -72,11 +72,13 @@ def test_scores_are_the_sigmoid_of_pytorch_logits_best_first(
     order = list(np.argsort(-expected, kind="stable"))
     assert body["model"] == name
     assert [r["index"] for r in body["results"]] == order
-    np.testing.assert_allclose([r["relevance_score"] for r in body["results"]], expected[order],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        [r["relevance_score"] for r in body["results"]], expected[order], atol=1e-4
+    )
     assert all("document" not in r for r in body["results"])
-    assert body["usage"]["prompt_tokens"] == sum(len(QUERY.split()) + len(d.split()) + 3
-                                                 + (name == XLMR) for d in DOCS)
+    assert body["usage"]["prompt_tokens"] == sum(
+        len(QUERY.split()) + len(d.split()) + 3 + (name == XLMR) for d in DOCS
+    )
 
 
 @pytest.mark.parametrize("name", [BERT, XLMR])
@@ -94,14 +96,23 @@ def test_raw_scores_are_the_logits(
 def test_top_n_objects_and_return_documents(client: TestClient) -> None:
     documents = [{"text": d} for d in DOCS]
     full = client.post("/rerank", json={"model": BERT, "query": QUERY, "documents": documents})
-    top = client.post("/rerank", json={"model": BERT, "query": QUERY, "documents": documents,
-                                       "top_n": 2, "return_documents": True}).json()
+    top = client.post(
+        "/rerank",
+        json={
+            "model": BERT,
+            "query": QUERY,
+            "documents": documents,
+            "top_n": 2,
+            "return_documents": True,
+        },
+    ).json()
     assert [r["index"] for r in top["results"]] == [r["index"] for r in full.json()["results"][:2]]
     assert [r["document"] for r in top["results"]] == [
         documents[r["index"]] for r in top["results"]
     ]
-    many = client.post("/rerank", json={"model": BERT, "query": QUERY, "documents": DOCS,
-                                        "top_n": 50}).json()
+    many = client.post(
+        "/rerank", json={"model": BERT, "query": QUERY, "documents": DOCS, "top_n": 50}
+    ).json()
     assert sorted(r["index"] for r in many["results"]) == list(range(len(DOCS)))
 
 
@@ -112,19 +123,29 @@ def test_long_documents_are_cut_on_the_document_side(
     long_query = " ".join(lm.WORDS[:20])  # cut to (24 - special tokens) // 2 = 10 words
     for name in (BERT, XLMR):
         for query in (QUERY, long_query):
-            body = client.post("/rerank", json={"model": name, "query": query,
-                                                "documents": [long_doc, "sea"],
-                                                "raw_scores": True}).json()
+            body = client.post(
+                "/rerank",
+                json={
+                    "model": name,
+                    "query": query,
+                    "documents": [long_doc, "sea"],
+                    "raw_scores": True,
+                },
+            ).json()
             got = {r["index"]: r["relevance_score"] for r in body["results"]}
             expected = expected_logits(models, name, query, [long_doc, "sea"])
             np.testing.assert_allclose([got[0], got[1]], expected, atol=1e-4)
-    refused = client.post("/rerank", json={"model": BERT, "query": QUERY,
-                                           "documents": ["sea", long_doc], "truncate": False})
+    refused = client.post(
+        "/rerank",
+        json={"model": BERT, "query": QUERY, "documents": ["sea", long_doc], "truncate": False},
+    )
     assert refused.status_code == 413
     error = refused.json()["error"]
     assert error["param"] == "documents" and "document 1" in error["message"]
-    refused = client.post("/rerank", json={"model": BERT, "query": long_query,
-                                           "documents": ["sea"], "truncate": False})
+    refused = client.post(
+        "/rerank",
+        json={"model": BERT, "query": long_query, "documents": ["sea"], "truncate": False},
+    )
     assert refused.status_code == 413 and refused.json()["error"]["param"] == "query"
 
 
@@ -148,8 +169,9 @@ def test_each_pair_is_one_batch_item(client: TestClient) -> None:
         ({"query": QUERY, "documents": ["sea"], "model": "nope"}, 404, "model"),
     ],
 )
-def test_bad_input_gets_the_envelope(client: TestClient, payload: dict, status: int,
-                                     param: str) -> None:
+def test_bad_input_gets_the_envelope(
+    client: TestClient, payload: dict, status: int, param: str
+) -> None:
     response = client.post("/rerank", json=payload)
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -160,10 +182,14 @@ def test_reranker_rows_load() -> None:
     from service.models.catalogue import load_catalogue
 
     names = {n for n, spec in load_catalogue().items() if spec.kind == "rerank"}
-    assert names >= {"Xenova/ms-marco-MiniLM-L-6-v2", "Xenova/ms-marco-MiniLM-L-12-v2",
-                     "BAAI/bge-reranker-base", "jinaai/jina-reranker-v1-tiny-en",
-                     "jinaai/jina-reranker-v1-turbo-en",
-                     "jinaai/jina-reranker-v2-base-multilingual"}
+    assert names >= {
+        "Xenova/ms-marco-MiniLM-L-6-v2",
+        "Xenova/ms-marco-MiniLM-L-12-v2",
+        "BAAI/bge-reranker-base",
+        "jinaai/jina-reranker-v1-tiny-en",
+        "jinaai/jina-reranker-v1-turbo-en",
+        "jinaai/jina-reranker-v2-base-multilingual",
+    }
 
 
 def test_sigmoid_is_exact_and_does_not_overflow() -> None:

@@ -24,8 +24,26 @@ from service.ops.shutdown import DrainingServer
 from tests.prod_server import running
 
 WORDS = [
-    "river", "stone", "light", "garden", "music", "winter", "paper", "engine", "window", "market",
-    "forest", "silver", "morning", "letter", "bridge", "story", "ocean", "yellow", "travel", "end",
+    "river",
+    "stone",
+    "light",
+    "garden",
+    "music",
+    "winter",
+    "paper",
+    "engine",
+    "window",
+    "market",
+    "forest",
+    "silver",
+    "morning",
+    "letter",
+    "bridge",
+    "story",
+    "ocean",
+    "yellow",
+    "travel",
+    "end",
 ]
 
 
@@ -49,8 +67,9 @@ def hammer(url: str, texts: list[str], stop: threading.Event, out: list[Outcome]
         while not stop.is_set():
             sent = time.monotonic()
             try:
-                response = client.post(f"{url}/v1/embeddings",
-                                       json={"model": "all-MiniLM-L6-v2", "input": texts})
+                response = client.post(
+                    f"{url}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts}
+                )
             except httpx.TransportError as exc:
                 out.append(Outcome(sent, time.monotonic(), None, None, type(exc).__name__))
                 return
@@ -69,15 +88,23 @@ def vectors(body: dict[str, object]) -> np.ndarray:
 @pytest.mark.slow
 def test_sigterm_during_load_finishes_accepted_requests_and_exits_0(real_minilm: Path) -> None:
     texts = passages(16, 40, seed=1)
-    env = {"EMBED_MODELS": f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}",
-           "EMBED_SHUTDOWN_TIMEOUT_S": "60"}
+    env = {
+        "EMBED_MODELS": f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}",
+        "EMBED_SHUTDOWN_TIMEOUT_S": "60",
+    }
     with running(env) as server:
-        reference = vectors(httpx.post(f"{server.url}/v1/embeddings", timeout=60, json={
-            "model": "all-MiniLM-L6-v2", "input": texts}).json())
+        reference = vectors(
+            httpx.post(
+                f"{server.url}/v1/embeddings",
+                timeout=60,
+                json={"model": "all-MiniLM-L6-v2", "input": texts},
+            ).json()
+        )
         stop = threading.Event()
         outcomes: list[list[Outcome]] = [[] for _ in range(6)]
-        threads = [threading.Thread(target=hammer, args=(server.url, texts, stop, out))
-                   for out in outcomes]
+        threads = [
+            threading.Thread(target=hammer, args=(server.url, texts, stop, out)) for out in outcomes
+        ]
         for thread in threads:
             thread.start()
         time.sleep(1.0)
@@ -103,8 +130,11 @@ def test_sigterm_during_load_finishes_accepted_requests_and_exits_0(real_minilm:
             assert outcome.status == 503 and outcome.body is not None
             assert outcome.body["error"]["code"] == "shutting_down"  # type: ignore[index]
     assert "draining" in output
-    access = [json.loads(line) for line in output.splitlines()
-              if line.startswith("{") and '"uvicorn.access"' in line]
+    access = [
+        json.loads(line)
+        for line in output.splitlines()
+        if line.startswith("{") and '"uvicorn.access"' in line
+    ]
     assert access and all(len(entry["request_id"]) == 32 for entry in access)
 
 

@@ -38,8 +38,9 @@ def tiny_splade(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndar
 
 
 @pytest.fixture(scope="module")
-def client(tiny_splade: tuple[Path, np.ndarray], tiny_dense: tuple[Path, np.ndarray]
-           ) -> Iterator[TestClient]:
+def client(
+    tiny_splade: tuple[Path, np.ndarray], tiny_dense: tuple[Path, np.ndarray]
+) -> Iterator[TestClient]:
     models = [str(tiny_splade[0]), str(tiny_dense[0]), str(BM25_DATA)]
     with serving(models=models) as served:
         yield served
@@ -120,8 +121,11 @@ def test_hybrid_returns_named_vectors_equal_to_single_model_calls(client: TestCl
     texts = ["hello world", "the fast cat"]
     body = client.post(
         "/embed/hybrid",
-        json={"inputs": texts, "models": [DENSE, SPLADE, {"model": "Qdrant/bm25", "name": "bm25"}],
-              "input_type": "query"},
+        json={
+            "inputs": texts,
+            "models": [DENSE, SPLADE, {"model": "Qdrant/bm25", "name": "bm25"}],
+            "input_type": "query",
+        },
     )
     assert body.status_code == 200, body.text
     hybrid = body.json()

@@ -31,8 +31,7 @@ def bm25_client() -> Iterator[TestClient]:
 
 
 def reference(language: str = "english") -> Bm25:
-    return Bm25(MODEL, specific_model_path=str(BM25_DATA), local_files_only=True,
-                language=language)
+    return Bm25(MODEL, specific_model_path=str(BM25_DATA), local_files_only=True, language=language)
 
 
 def served(client: TestClient, texts: list[str], input_type: str, **extra: object) -> list[dict]:
@@ -40,8 +39,12 @@ def served(client: TestClient, texts: list[str], input_type: str, **extra: objec
     for start in range(0, len(texts), 1000):  # the service takes 2048 inputs per request
         response = client.post(
             "/embed/sparse",
-            json={"model": MODEL, "inputs": texts[start : start + 1000],
-                  "input_type": input_type, **extra},
+            json={
+                "model": MODEL,
+                "inputs": texts[start : start + 1000],
+                "input_type": input_type,
+                **extra,
+            },
         )
         assert response.status_code == 200, response.text
         result += response.json()["embeddings"]
@@ -83,8 +86,9 @@ def test_other_languages_match_fastembed(
 
 
 def test_tokens_are_the_stems_behind_the_indices(bm25_client: TestClient) -> None:
-    [vector] = served(bm25_client, ["Running runners ran; the RUNNING man"], "document",
-                      return_tokens=True)
+    [vector] = served(
+        bm25_client, ["Running runners ran; the RUNNING man"], "document", return_tokens=True
+    )
     assert sorted(vector["tokens"]) == ["man", "ran", "run", "runner"]
     assert vector["indices"] == [abs(mmh3.hash(t)) for t in vector["tokens"]]
     # "run" appears twice among 5 kept tokens: tf part of BM25 with k=1.2, b=0.75, avg_len=256

@@ -19,8 +19,7 @@ EDGE = ["", "the and of", "?!... ,;", "Tokenization of unbelievably long-winded 
 def served(client: TestClient, texts: list[str], input_type: str) -> list[dict]:
     response = client.post(
         "/embed/sparse",
-        json={"model": BM42_NAME, "inputs": texts, "input_type": input_type,
-              "return_tokens": True},
+        json={"model": BM42_NAME, "inputs": texts, "input_type": input_type, "return_tokens": True},
     )
     assert response.status_code == 200, response.text
     return list(response.json()["embeddings"])
@@ -36,15 +35,19 @@ def assert_same(got: list[dict], expected: list[dict[int, float]]) -> None:
 
 @pytest.fixture(scope="module")
 def reference() -> Bm42:
-    return Bm42(BM42_NAME, specific_model_path=str(built(REAL_BM42)), local_files_only=True,
-                threads=2)
+    return Bm42(
+        BM42_NAME, specific_model_path=str(built(REAL_BM42)), local_files_only=True, threads=2
+    )
 
 
 def test_word_pieces_merge_into_words() -> None:
-    pieces = list(enumerate(["[CLS]", "token", "##ization", "of", "un", "##believ", "##ably",
-                             "[SEP]"]))
+    pieces = list(
+        enumerate(["[CLS]", "token", "##ization", "of", "un", "##believ", "##ably", "[SEP]"])
+    )
     assert merge_pieces(pieces, frozenset({"[CLS]", "[SEP]"}), "##") == [
-        ("tokenization", [1, 2]), ("of", [3]), ("unbelievably", [4, 5, 6]),
+        ("tokenization", [1, 2]),
+        ("of", [3]),
+        ("unbelievably", [4, 5, 6]),
     ]
 
 

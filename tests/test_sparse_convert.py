@@ -30,8 +30,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny-bert")
     tiny_models.write_tokenizer(directory)
     config = transformers.BertConfig(
-        vocab_size=len(tiny_models.vocabulary()), hidden_size=16, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=32, max_position_embeddings=64,
+        vocab_size=len(tiny_models.vocabulary()),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=64,
     )
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(str(directory))
@@ -49,12 +53,18 @@ def test_bm42_export_outputs_the_last_attention_layer(tiny_bert: Path, tmp_path:
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
     assert [o.name for o in session.get_outputs()] == ["attention_6"]
     ids = np.array([[2, 5, 6, 7, 3]], dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-             "token_type_ids": np.zeros_like(ids)}
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
     got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
     model = transformers.BertModel.from_pretrained(str(tiny_bert), attn_implementation="eager")
     with torch.no_grad():
-        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()},
-                         output_attentions=True).attentions[-1].numpy()
+        expected = (
+            model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, output_attentions=True)
+            .attentions[-1]
+            .numpy()
+        )
     assert got.shape == (1, 4, 5, 5)
     np.testing.assert_allclose(got, expected, atol=1e-6)

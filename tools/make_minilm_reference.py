@@ -20,24 +20,49 @@ from transformers import AutoModel, AutoTokenizer
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "minilm_reference.json"
 
 SHORT = [
-    "hello world", "a", "What is the capital of France?", "embedding service", "OK",
-    "The quick brown fox jumps over the lazy dog.", "how do I reverse a list in python",
-    "Qdrant hybrid search", "  leading and trailing spaces  ", "UPPER CASE TEXT",
-    "numbers 123 456.789 and dates 2026-11-25", "e-mail: someone@example.com",
-    "url https://example.org/path?q=1&r=2", "tabs\tand\nnewlines", "!!!???...",
+    "hello world",
+    "a",
+    "What is the capital of France?",
+    "embedding service",
+    "OK",
+    "The quick brown fox jumps over the lazy dog.",
+    "how do I reverse a list in python",
+    "Qdrant hybrid search",
+    "  leading and trailing spaces  ",
+    "UPPER CASE TEXT",
+    "numbers 123 456.789 and dates 2026-11-25",
+    "e-mail: someone@example.com",
+    "url https://example.org/path?q=1&r=2",
+    "tabs\tand\nnewlines",
+    "!!!???...",
 ]
 NON_ASCII = [
-    "Café crème brûlée à la carte", "naïve façade coöperate", "Grüße aus München",
-    "¿Dónde está la biblioteca?", "Привет, как дела?", "Γειά σου Κόσμε",
-    "你好，世界", "東京は日本の首都です", "안녕하세요 세계", "مرحبا بالعالم", "שלום עולם",
-    "नमस्ते दुनिया", "emoji 🚀🔥👍 and text", "ﬁ ligature and ½ fractions", "Zürich – Genève — Bern",
+    "Café crème brûlée à la carte",
+    "naïve façade coöperate",
+    "Grüße aus München",
+    "¿Dónde está la biblioteca?",
+    "Привет, как дела?",
+    "Γειά σου Κόσμε",
+    "你好，世界",
+    "東京は日本の首都です",
+    "안녕하세요 세계",
+    "مرحبا بالعالم",
+    "שלום עולם",
+    "नमस्ते दुनिया",
+    "emoji 🚀🔥👍 and text",
+    "ﬁ ligature and ½ fractions",
+    "Zürich – Genève — Bern",
 ]
 CODE = [
-    "def add(a, b):\n    return a + b", "for (int i = 0; i < n; ++i) { sum += a[i]; }",
+    "def add(a, b):\n    return a + b",
+    "for (int i = 0; i < n; ++i) { sum += a[i]; }",
     "SELECT name, COUNT(*) FROM users GROUP BY name HAVING COUNT(*) > 1;",
-    "import numpy as np\nx = np.arange(10).reshape(2, 5)", "fn main() { println!(\"hi\"); }",
-    "<div class=\"card\"><p>Hello</p></div>", "{\"key\": [1, 2, {\"nested\": true}]}",
-    "git commit -m 'fix: handle empty input'", "lambda x: x ** 2 if x > 0 else -x",
+    "import numpy as np\nx = np.arange(10).reshape(2, 5)",
+    'fn main() { println!("hi"); }',
+    '<div class="card"><p>Hello</p></div>',
+    '{"key": [1, 2, {"nested": true}]}',
+    "git commit -m 'fix: handle empty input'",
+    "lambda x: x ** 2 if x > 0 else -x",
     "#include <stdio.h>\nint main(void) { return 0; }",
 ]
 
@@ -51,7 +76,7 @@ def bench_passages(count: int) -> list[str]:
 def long_texts() -> list[str]:
     base = bench_passages(60)
     joined = [" ".join(base[i : i + 6]) for i in range(0, 60, 6)]  # 10 texts well past 256 tokens
-    return joined + ["word " * 400, "长文本" * 300, "x" * 3000]
+    return [*joined, "word " * 400, "长文本" * 300, "x" * 3000]
 
 
 def texts() -> list[str]:
@@ -75,12 +100,24 @@ def main() -> None:
             vectors.append(torch.nn.functional.normalize(pooled, dim=-1)[0].numpy())
     tokens = [len(tokenizer(t, truncation=True, max_length=256)["input_ids"]) for t in all_texts]
     rows = [
-        {"text": t, "tokens": n, "vector": base64.b64encode(np.asarray(v, "<f4").tobytes()).decode()}
+        {
+            "text": t,
+            "tokens": n,
+            "vector": base64.b64encode(np.asarray(v, "<f4").tobytes()).decode(),
+        }
         for t, n, v in zip(all_texts, tokens, vectors, strict=True)
     ]
-    OUT.write_text(json.dumps({"model": "sentence-transformers/all-MiniLM-L6-v2",
-                               "reference": "transformers BertModel (PyTorch), mean pooling, L2",
-                               "rows": rows}, ensure_ascii=False, indent=0))
+    OUT.write_text(
+        json.dumps(
+            {
+                "model": "sentence-transformers/all-MiniLM-L6-v2",
+                "reference": "transformers BertModel (PyTorch), mean pooling, L2",
+                "rows": rows,
+            },
+            ensure_ascii=False,
+            indent=0,
+        )
+    )
     print(f"{len(rows)} reference vectors, {sum(n > 256 for n in tokens)} truncated -> {OUT}")
 
 

@@ -34,8 +34,24 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = [
-    "search", "vector", "index", "query", "document", "model", "batch", "token", "service",
-    "request", "answer", "river", "stone", "garden", "music", "winter", "paper", "engine",
+    "search",
+    "vector",
+    "index",
+    "query",
+    "document",
+    "model",
+    "batch",
+    "token",
+    "service",
+    "request",
+    "answer",
+    "river",
+    "stone",
+    "garden",
+    "music",
+    "winter",
+    "paper",
+    "engine",
 ]
 
 
@@ -66,6 +82,7 @@ def load_texts(path: Path | None) -> list[str]:
 
 def requests_mix(texts: list[str], model: str) -> list[tuple[str, str, str, Any]]:
     """(kind, method, path, body or a function of rng giving it), drawn uniformly."""
+
     def batch(n: int) -> Callable[[random.Random], dict[str, Any]]:
         return lambda rng: {"model": model, "input": rng.sample(texts, n)}
 
@@ -74,18 +91,36 @@ def requests_mix(texts: list[str], model: str) -> list[tuple[str, str, str, Any]
         ("openai-1", "POST", "/v1/embeddings", batch(1)),
         ("openai-8", "POST", "/v1/embeddings", batch(8)),
         ("openai-32", "POST", "/v1/embeddings", batch(32)),
-        ("openai-b64", "POST", "/v1/embeddings",
-         lambda rng: {"model": model, "input": rng.sample(texts, 4), "encoding_format": "base64"}),
-        ("dense-q", "POST", "/embed/dense",
-         lambda rng: {"inputs": rng.sample(texts, 2), "input_type": "query", "dimensions": 128}),
+        (
+            "openai-b64",
+            "POST",
+            "/v1/embeddings",
+            lambda rng: {
+                "model": model,
+                "input": rng.sample(texts, 4),
+                "encoding_format": "base64",
+            },
+        ),
+        (
+            "dense-q",
+            "POST",
+            "/embed/dense",
+            lambda rng: {"inputs": rng.sample(texts, 2), "input_type": "query", "dimensions": 128},
+        ),
         ("models", "GET", "/v1/models", None),
         ("health", "GET", "/health", None),
         ("metrics", "GET", "/metrics", None),
     ]
 
 
-def worker(url: str, mix: list[tuple[str, str, str, Any]], until: float, seed: int,
-           tally: Tally, headers: dict[str, str]) -> None:
+def worker(
+    url: str,
+    mix: list[tuple[str, str, str, Any]],
+    until: float,
+    seed: int,
+    tally: Tally,
+    headers: dict[str, str],
+) -> None:
     rng = random.Random(seed)
     with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
         while time.monotonic() < until:
@@ -95,8 +130,12 @@ def worker(url: str, mix: list[tuple[str, str, str, Any]], until: float, seed: i
             try:
                 response = client.request(method, path, json=payload)
                 ok = response.status_code < 300 and check(kind, response)
-                tally.record(kind, time.perf_counter() - started, str(response.status_code),
-                             "" if ok else response.text[:200])
+                tally.record(
+                    kind,
+                    time.perf_counter() - started,
+                    str(response.status_code),
+                    "" if ok else response.text[:200],
+                )
             except httpx.HTTPError as exc:
                 tally.record(kind, time.perf_counter() - started, "transport", repr(exc))
 
@@ -122,8 +161,12 @@ def free_port() -> int:
 @contextmanager
 def service() -> Iterator[tuple[str, int]]:
     port = free_port()
-    env = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port),
-           "EMBED_LOG_LEVEL": os.environ.get("EMBED_LOG_LEVEL", "warning")}
+    env = {
+        **os.environ,
+        "EMBED_HOST": "127.0.0.1",
+        "EMBED_PORT": str(port),
+        "EMBED_LOG_LEVEL": os.environ.get("EMBED_LOG_LEVEL", "warning"),
+    }
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -161,9 +204,14 @@ def summarise(tally: Tally, seconds: float, rss: dict[str, float]) -> dict[str, 
         "statuses": dict(tally.statuses),
         "p50_ms": round(percentile(every, 50), 1),
         "p99_ms": round(percentile(every, 99), 1),
-        "by_kind": {kind: {"n": len(v), "p50_ms": round(percentile(v, 50), 1),
-                           "p99_ms": round(percentile(v, 99), 1)}
-                    for kind, v in sorted(tally.latencies.items())},
+        "by_kind": {
+            kind: {
+                "n": len(v),
+                "p50_ms": round(percentile(v, 50), 1),
+                "p99_ms": round(percentile(v, 99), 1),
+            }
+            for kind, v in sorted(tally.latencies.items())
+        },
         "rss_mib": {key: round(value, 1) for key, value in rss.items()},
         "rss_growth_after_warmup_pct": round(growth, 2),
         "error_samples": tally.errors[:5],
@@ -175,8 +223,12 @@ def warm_up(url: str, texts: list[str], model: str, headers: dict[str, str]) -> 
     Runtime's memory arena grows to the biggest batch it has seen, then must stay flat."""
     longest = sorted(texts, key=len)[-32:]
     for _ in range(3):
-        response = httpx.post(f"{url}/v1/embeddings", headers=headers, timeout=300,
-                              json={"model": model, "input": longest})
+        response = httpx.post(
+            f"{url}/v1/embeddings",
+            headers=headers,
+            timeout=300,
+            json={"model": model, "input": longest},
+        )
         response.raise_for_status()
 
 
@@ -196,9 +248,12 @@ def run(url: str, pid: int | None, args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     until = started + args.seconds
     series: list[tuple[float, float]] = []
-    threads = [threading.Thread(target=worker, args=(url, requests_mix(texts, model), until,
-                                                     seed, tally, auth(args)))
-               for seed in range(args.workers)]
+    threads = [
+        threading.Thread(
+            target=worker, args=(url, requests_mix(texts, model), until, seed, tally, auth(args))
+        )
+        for seed in range(args.workers)
+    ]
     threads.append(threading.Thread(target=sample_rss, args=(pid, until, series)))
     for thread in threads:
         thread.start()

@@ -57,7 +57,10 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
         embed(model, inputs, input_type=None, truncate=settings.truncate),  # type: ignore[arg-type]
     )
     vectors = shape_vectors(
-        result.vectors, normalize=model.spec.normalize, dimensions=body.dimensions, dim=model.spec.dim
+        result.vectors,
+        normalize=model.spec.normalize,
+        dimensions=body.dimensions,
+        dim=model.spec.dim,
     )
     data = [
         {"object": "embedding", "index": i, "embedding": e}

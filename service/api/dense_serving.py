@@ -33,7 +33,8 @@ def check_texts(texts: Sequence[str], settings: Settings) -> None:
             raise InvalidInput(f"input {index} is an empty string", param="input")
         if len(text) > settings.max_input_chars:
             raise PayloadTooLarge(
-                f"input {index} has {len(text)} characters; the limit is {settings.max_input_chars}",
+                f"input {index} has {len(text)} characters; "
+                f"the limit is {settings.max_input_chars}",
                 param="input",
             )
 
@@ -51,7 +52,7 @@ async def embed(
 
     def prepare() -> list[tuple[int, object]]:
         if inputs and not isinstance(inputs[0], str):
-            ids = [[int(token) for token in item] for item in inputs]  # type: ignore[union-attr]
+            ids = [[int(token) for token in item] for item in inputs]
             items = prepare_ids(model, ids, truncate)
         else:
             items = prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
@@ -82,5 +83,5 @@ def shape_vectors(
     return l2_normalize(vectors) if normalize else vectors
 
 
-def encode_base64(vector: np.ndarray) -> str:  # type: ignore[type-arg]
+def encode_base64(vector: Vectors) -> str:
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")

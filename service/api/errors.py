@@ -19,7 +19,11 @@ _HTTP_TYPES = {401: "authentication_error", 404: "invalid_request_error", 429: "
 
 
 def envelope(
-    status: int, message: str, type_: str, code: str | None, param: str | None = None,
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -59,14 +63,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     type_ = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return envelope(exc.status_code, str(exc.detail), type_, code, None, exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return envelope(exc.status_code, str(exc.detail), type_, code, None, headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id(request)
-    log.error("unhandled error in %s %s (request id %s)", request.method, request.url.path, rid,
-              exc_info=exc)
-    return envelope(500, f"internal server error (request id {rid})", "server_error", "internal_error")
+    log.error(
+        "unhandled error in %s %s (request id %s)",
+        request.method,
+        request.url.path,
+        rid,
+        exc_info=exc,
+    )
+    return envelope(
+        500, f"internal server error (request id {rid})", "server_error", "internal_error"
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -115,12 +115,17 @@ class Guard:
     def _admit(self, scope: Scope) -> None:
         path = scope["path"]
         if self.registry.draining and path not in OPERATIONS:
-            raise Unavailable("the service is shutting down; retry on another replica",
-                              code="shutting_down", headers={"Connection": "close"})
+            raise Unavailable(
+                "the service is shutting down; retry on another replica",
+                code="shutting_down",
+                headers={"Connection": "close"},
+            )
         needs_key = bool(self.keys) and path not in self.without_key
         if needs_key and not key_matches(bearer_token(scope), self.keys):
-            raise Unauthorized("a valid API key is required: Authorization: Bearer KEY",
-                                   headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized(
+                "a valid API key is required: Authorization: Bearer KEY",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         length = declared_length(scope)
         limit = self.limit_for(path)
         if length is not None and length > limit:
@@ -128,7 +133,8 @@ class Guard:
         if path not in OPERATIONS and self.active >= self.max_concurrent:
             raise Overloaded(
                 f"{self.active} requests are being served, the limit; try again shortly",
-                code="too_many_requests", headers={"Retry-After": "1"},
+                code="too_many_requests",
+                headers={"Retry-After": "1"},
             )
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -149,13 +155,15 @@ def too_large(size: int, limit: int, *, at_least: bool = False) -> PayloadTooLar
     more = "at least " if at_least else ""
     return PayloadTooLarge(
         f"request body of {more}{size} bytes is over the limit of {limit} bytes",
-        code="request_too_large", headers={"Connection": "close"},
+        code="request_too_large",
+        headers={"Connection": "close"},
     )
 
 
 async def _refuse(error: ServiceError, scope: Scope, receive: Receive, send: Send) -> None:
-    response = envelope(error.status, error.message, error.type, error.code, error.param,
-                        error.headers)
+    response = envelope(
+        error.status, error.message, error.type, error.code, error.param, error.headers
+    )
     await response(scope, receive, send)
 
 

@@ -47,8 +47,9 @@ def vector_names(models: Sequence[LoadedModel], asked: Sequence[str | None]) -> 
     return names
 
 
-async def _member_vectors(member: Member, texts: Sequence[str], options: HybridOptions
-                          ) -> tuple[list[Any], int]:
+async def _member_vectors(
+    member: Member, texts: Sequence[str], options: HybridOptions
+) -> tuple[list[Any], int]:
     model = member.model
     if model.spec.kind == "dense":
         result = await embed_dense(

@@ -27,6 +27,10 @@ async def embed_image(request: Request) -> JSONResponse:
     base64 = body.encoding_format == "base64"
     embeddings = [encode_base64(v) for v in vectors] if base64 else vectors.tolist()
     return JSONResponse(
-        {"model": model.name, "dim": int(vectors.shape[1]), "embeddings": embeddings,
-         "usage": {"images": len(body.images)}}
+        {
+            "model": model.name,
+            "dim": int(vectors.shape[1]),
+            "embeddings": embeddings,
+            "usage": {"images": len(body.images)},
+        }
     )

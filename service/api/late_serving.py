@@ -80,14 +80,18 @@ def decode_vectors(value: MultiVector, where: str) -> Matrix:
 
 
 async def resolve_late(
-    model: LoadedModel | None, query: str | MultiVector, documents: Sequence[str | MultiVector],
-    *, truncate: bool,
+    model: LoadedModel | None,
+    query: str | MultiVector,
+    documents: Sequence[str | MultiVector],
+    *,
+    truncate: bool,
 ) -> tuple[Matrix, list[Matrix], int]:
     """The query's and the documents' multi-vectors (texts embedded in one batcher request,
     precomputed vectors decoded), and the tokens embedded."""
     given = {  # precomputed vectors first, so that malformed ones cost no inference
         index: decode_vectors(doc, f"documents.{index}")
-        for index, doc in enumerate(documents) if not isinstance(doc, str)
+        for index, doc in enumerate(documents)
+        if not isinstance(doc, str)
     }
     given_query = None if isinstance(query, str) else decode_vectors(query, "query")
     queries = [query] if isinstance(query, str) else []

@@ -56,8 +56,13 @@ class RequestContext:
             # lack the request id and timing headers; answer it here instead (logged once).
             if "started" in status:
                 raise
-            log.error("unhandled error in %s %s (request id %s)", scope.get("method"),
-                      scope.get("path"), rid, exc_info=exc)
+            log.error(
+                "unhandled error in %s %s (request id %s)",
+                scope.get("method"),
+                scope.get("path"),
+                rid,
+                exc_info=exc,
+            )
             message = f"internal server error (request id {rid})"
             response = envelope(500, message, "server_error", "internal_error")
             await response(scope, receive, send_with_id)

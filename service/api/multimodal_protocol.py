@@ -19,8 +19,9 @@ class MultimodalRequest(BaseModel):
     )
     model: str | None = Field(None, description="A served multimodal model; default: the first.")
     scores: bool = Field(
-        True, description="With queries and images both given, MaxSim scores of each query "
-        "against each image."
+        True,
+        description="With queries and images both given, MaxSim scores of each query "
+        "against each image.",
     )
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="float: lists of floats; base64: little-endian float32 matrix."

@@ -15,26 +15,36 @@ from service.api.multimodal_serving import (
 from service.models.kinds.multimodal import maxsim
 
 router = APIRouter()
-OPENAPI_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": MultimodalRequest.model_json_schema()}}}}
+OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": MultimodalRequest.model_json_schema()}},
+    }
+}
 
 
-@router.post("/embed/multimodal", response_model=MultimodalResponse, tags=["Embeddings"],
-             openapi_extra=OPENAPI_BODY)
+@router.post(
+    "/embed/multimodal",
+    response_model=MultimodalResponse,
+    tags=["Embeddings"],
+    openapi_extra=OPENAPI_BODY,
+)
 async def embed_multimodal_route(request: Request) -> JSONResponse:
     """Multi-vector embeddings of page images and text queries, with MaxSim scores."""
     settings = deps.settings(request)
     inputs = await read_multimodal_request(request, settings)
     model = deps.pick_model(request, inputs.model, "multimodal")
-    queries, pages = await deps.until_disconnect(
-        request, embed_multimodal(model, inputs, settings)
-    )
+    queries, pages = await deps.until_disconnect(request, embed_multimodal(model, inputs, settings))
     both = bool(queries) and bool(pages) and inputs.scores
     fmt = inputs.encoding_format
-    return JSONResponse({
-        "object": "multimodal_embeddings", "model": model.name, "dim": model.spec.dim,
-        "queries": [multi_vector_item(i, q, fmt) for i, q in enumerate(queries)],
-        "images": [multi_vector_item(i, p, fmt) for i, p in enumerate(pages)],
-        "scores": maxsim(queries, pages) if both else None,
-        "usage": {"images": len(pages), "query_tokens": sum(len(q) for q in queries)},
-    })
+    return JSONResponse(
+        {
+            "object": "multimodal_embeddings",
+            "model": model.name,
+            "dim": model.spec.dim,
+            "queries": [multi_vector_item(i, q, fmt) for i, q in enumerate(queries)],
+            "images": [multi_vector_item(i, p, fmt) for i, p in enumerate(pages)],
+            "scores": maxsim(queries, pages) if both else None,
+            "usage": {"images": len(pages), "query_tokens": sum(len(q) for q in queries)},
+        }
+    )

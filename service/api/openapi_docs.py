@@ -29,8 +29,11 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 DESCRIPTIONS = {
-    "400": "Invalid request", "401": "Missing or wrong API key", "404": "Model not found",
-    "413": "Request body or input too large", "415": "Unsupported media type",
+    "400": "Invalid request",
+    "401": "Missing or wrong API key",
+    "404": "Model not found",
+    "413": "Request body or input too large",
+    "415": "Unsupported media type",
     "429": "Too many requests or a full queue (see Retry-After)",
     "500": "Internal error (the message carries the request id)",
     "503": "Not ready, shutting down, or inference timed out",
@@ -55,10 +58,13 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             for status in error_statuses(path, method):
-                responses.setdefault(status, {
-                    "description": DESCRIPTIONS[status],
-                    "content": {"application/json": {"schema": ERROR_REF}},
-                })
+                responses.setdefault(
+                    status,
+                    {
+                        "description": DESCRIPTIONS[status],
+                        "content": {"application/json": {"schema": ERROR_REF}},
+                    },
+                )
     ready = schema.get("paths", {}).get("/ready", {}).get("get")
     if ready is not None:
         ready["responses"]["503"] = {

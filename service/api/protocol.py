@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-
 TokenIds = list[int]
 EncodingFormat = Literal["float", "base64"]
 InputType = Literal["query", "document"]
@@ -20,6 +19,7 @@ class Usage(BaseModel):
 # --- OpenAI ------------------------------------------------------------------------------
 def _openai_input(value: object) -> object:
     """One clear message instead of pydantic's four union branches."""
+
     def is_ids(item: object) -> bool:
         return isinstance(item, list) and all(
             isinstance(t, int) and not isinstance(t, bool) for t in item
@@ -36,9 +36,7 @@ def _openai_input(value: object) -> object:
     )
 
 
-OpenAIInput = Annotated[
-    str | list[str] | TokenIds | list[TokenIds], BeforeValidator(_openai_input)
-]
+OpenAIInput = Annotated[str | list[str] | TokenIds | list[TokenIds], BeforeValidator(_openai_input)]
 
 
 class EmbeddingRequest(BaseModel):

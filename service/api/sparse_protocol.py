@@ -49,8 +49,9 @@ class HybridMember(BaseModel):
 
     model: str = Field(description="A served dense or sparse model.")
     name: str | None = Field(
-        None, description="Vector name in the answer (default: the model's kind if no other "
-        "member has that kind, else the last part of the model's name)."
+        None,
+        description="Vector name in the answer (default: the model's kind if no other "
+        "member has that kind, else the last part of the model's name).",
     )
 
 

@@ -24,9 +24,16 @@ async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
     settings = deps.settings(request)
     check_inputs(texts, settings)
     truncate = settings.truncate if body.truncate is None else body.truncate
-    result = await deps.until_disconnect(request, embed_sparse(
-        model, texts, input_type=body.input_type, truncate=truncate, language=body.language,
-    ))
+    result = await deps.until_disconnect(
+        request,
+        embed_sparse(
+            model,
+            texts,
+            input_type=body.input_type,
+            truncate=truncate,
+            language=body.language,
+        ),
+    )
     embeddings = [render(vector, body.return_tokens) for vector in result.vectors]
     usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
     return json_response({"model": model.name, "embeddings": embeddings, "usage": usage})
@@ -42,11 +49,14 @@ async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
     settings = deps.settings(request)
     (check_texts if any(m.spec.kind == "dense" for m in models) else check_inputs)(texts, settings)
     options = HybridOptions(
-        body.input_type, settings.truncate if body.truncate is None else body.truncate,
-        body.language, body.return_tokens,
+        body.input_type,
+        settings.truncate if body.truncate is None else body.truncate,
+        body.language,
+        body.return_tokens,
     )
     members = [Member(name, model) for name, model in zip(names, models, strict=True)]
     rows, tokens = await deps.until_disconnect(request, embed_hybrid(members, texts, options))
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return json_response({"models": {m.name: m.model.name for m in members}, "vectors": rows,
-                          "usage": usage})
+    return json_response(
+        {"models": {m.name: m.model.name for m in members}, "vectors": rows, "usage": usage}
+    )

@@ -73,7 +73,10 @@ async def embed_sparse(
 
 
 async def _embed_non_empty(
-    model: LoadedModel, texts: list[str], input_type: InputType, truncate: bool,
+    model: LoadedModel,
+    texts: list[str],
+    input_type: InputType,
+    truncate: bool,
     language: str | None,
 ) -> SparseResult:
     if not texts:

@@ -43,7 +43,9 @@ class BatchConfig:
 
 class BatchObserver(Protocol):
     def tokenized(self, seconds: float) -> None: ...
-    def batch_done(self, size: int, tokens: int, seconds: float, waits: Sequence[float]) -> None: ...
+    def batch_done(
+        self, size: int, tokens: int, seconds: float, waits: Sequence[float]
+    ) -> None: ...
     def queue_depth(self, depth: int) -> None: ...
     def rejected(self, reason: str) -> None: ...
 
@@ -112,7 +114,9 @@ class Batcher:
         for index in range(self._workers):
             self._free.put_nowait(index)
         self._executors = [self._new_executor(i) for i in range(self._workers)]
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"batcher-{self.name}"
+        )
         self._task.add_done_callback(self._loop_ended)
 
     @property
@@ -141,7 +145,9 @@ class Batcher:
         if task.cancelled():
             return
         log.error("batcher loop of %s ended: %r; restarting", self.name, task.exception())
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"batcher-{self.name}"
+        )
         self._task.add_done_callback(self._loop_ended)
 
     @property
@@ -226,7 +232,9 @@ class Batcher:
                 await self._wakeup.wait()
                 continue
             lengths = [item.length for item in self._queue]
-            if self._preparing == 0 or full_batch_waiting(lengths, config.max_items, config.max_tokens):
+            if self._preparing == 0 or full_batch_waiting(
+                lengths, config.max_items, config.max_tokens
+            ):
                 break  # nobody else is coming, or waiting would not grow the batch
             remaining = self._queue[0].enqueued + config.max_wait_s - time.perf_counter()
             if remaining <= 0:
@@ -286,13 +294,21 @@ class Batcher:
     def _abandon(self, worker: int, batch: list[_Item], future: asyncio.Future[Any]) -> None:
         """A batch ran past inference_timeout_s: fail its requests with 503, leave its thread
         behind, and give the worker a fresh thread so the model keeps serving."""
-        log.error("batch of %d on %s hung for %.0fs; abandoning its thread", len(batch),
-                  self.name, self.config.inference_timeout_s)
+        log.error(
+            "batch of %d on %s hung for %.0fs; abandoning its thread",
+            len(batch),
+            self.name,
+            self.config.inference_timeout_s,
+        )
         self._observer.rejected("inference_timeout")
-        self._fail(batch, Unavailable(
-            f"inference on {self.name!r} did not finish in {self.config.inference_timeout_s:g}s",
-            code="inference_timeout",
-        ))
+        self._fail(
+            batch,
+            Unavailable(
+                f"inference on {self.name!r} did not finish in "
+                f"{self.config.inference_timeout_s:g}s",
+                code="inference_timeout",
+            ),
+        )
         self._executors[worker].shutdown(wait=False)
         self._executors[worker] = self._new_executor(worker)
         future.cancel()

@@ -21,19 +21,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="max tokens (default: from the checkpoint)")
     p.add_argument("--pooling", choices=["cls", "mean", "last"], help="dense pooling override")
     p.add_argument("--no-normalize", action="store_true", help="dense: do not L2-normalise")
-    p.add_argument("--attentions", action="store_true",
-                   help="also output the last layer's attentions (BM42)")
-    p.add_argument("--pool-in-graph", action="store_true",
-                   help="dense: mean pooling + normalisation inside the graph")
-    p.add_argument("--optimize", action="store_true",
-                   help="also write model.opt.onnx with ONNX Runtime's transformer fusions")
-    p.add_argument("--int8", action="store_true",
-                   help="also write model.int8.onnx (dynamic per-channel int8, sensitive nodes kept)")
+    p.add_argument(
+        "--attentions", action="store_true", help="also output the last layer's attentions (BM42)"
+    )
+    p.add_argument(
+        "--pool-in-graph",
+        action="store_true",
+        help="dense: mean pooling + normalisation inside the graph",
+    )
+    p.add_argument(
+        "--optimize",
+        action="store_true",
+        help="also write model.opt.onnx with ONNX Runtime's transformer fusions",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx (dynamic per-channel int8, sensitive nodes kept)",
+    )
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx for GPUs")
-    p.add_argument("--check-texts", type=Path, action="append", default=[],
-                   help="JSON-lines or text file of extra texts for the variants' agreement check")
-    p.add_argument("--options", type=json.loads, default={},
-                   help="JSON object of catalogue options to record")
+    p.add_argument(
+        "--check-texts",
+        type=Path,
+        action="append",
+        default=[],
+        help="JSON-lines or text file of extra texts for the variants' agreement check",
+    )
+    p.add_argument(
+        "--options", type=json.loads, default={}, help="JSON object of catalogue options to record"
+    )
     return p
 
 
@@ -43,16 +59,29 @@ def main(argv: Sequence[str]) -> int:
 
     args = parser().parse_args(argv)
     request = ExportRequest(
-        source=args.source, out=args.out, kind=args.kind, name=args.name,
-        max_length=args.max_length, pooling=args.pooling,
-        normalize=False if args.no_normalize else None, attentions=args.attentions,
-        pool_in_graph=args.pool_in_graph, options=args.options, optimize=args.optimize,
-        int8=args.int8, fp16=args.fp16,
+        source=args.source,
+        out=args.out,
+        kind=args.kind,
+        name=args.name,
+        max_length=args.max_length,
+        pooling=args.pooling,
+        normalize=False if args.no_normalize else None,
+        attentions=args.attentions,
+        pool_in_graph=args.pool_in_graph,
+        options=args.options,
+        optimize=args.optimize,
+        int8=args.int8,
+        fp16=args.fp16,
         check_texts=[text for path in args.check_texts for text in read_texts(path)],
     )
     metadata = export(request)
-    summary = {"out": str(args.out), **metadata["export"], "spec": metadata["spec"],
-               "checks": metadata.get("checks", {}), "default_cpu": metadata["default_cpu"],
-               "default_gpu": metadata["default_gpu"]}
+    summary = {
+        "out": str(args.out),
+        **metadata["export"],
+        "spec": metadata["spec"],
+        "checks": metadata.get("checks", {}),
+        "default_cpu": metadata["default_cpu"],
+        "default_gpu": metadata["default_gpu"],
+    }
     print(json.dumps(summary))
     return 0

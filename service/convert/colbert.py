@@ -73,8 +73,10 @@ def colbert_options(source: Path) -> dict[str, Any]:
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        markers = (("query_marker_id", meta.get("query_token_id", "[unused0]")),
-                   ("document_marker_id", meta.get("doc_token_id", "[unused1]")))
+        markers = (
+            ("query_marker_id", meta.get("query_token_id", "[unused0]")),
+            ("document_marker_id", meta.get("doc_token_id", "[unused1]")),
+        )
         for option, token in markers:
             token_id = tokenizer.token_to_id(str(token))
             if token_id is not None:

@@ -148,8 +148,14 @@ def _mean_pool(hidden: Any, mask: Any, normalize: bool) -> Any:
     return torch.nn.functional.normalize(pooled, p=2, dim=-1) if normalize else pooled
 
 
-def plan_transformer(request: ExportRequest, auto_class: str, pick: Callable[[Any, dict[str, Any]], Any],
-                     outputs: list[str], spec: dict[str, Any], token_outputs: bool) -> ExportPlan:
+def plan_transformer(
+    request: ExportRequest,
+    auto_class: str,
+    pick: Callable[[Any, dict[str, Any]], Any],
+    outputs: list[str],
+    spec: dict[str, Any],
+    token_outputs: bool,
+) -> ExportPlan:
     """The common case: one transformers model, text inputs, outputs picked from its result."""
     import transformers
 
@@ -180,34 +186,52 @@ def plan_dense(request: ExportRequest) -> ExportPlan:
         if pooling != "mean":
             raise SystemExit("convert: --pool-in-graph supports mean pooling only")
         return plan_transformer(
-            request, "AutoModel",
+            request,
+            "AutoModel",
             lambda out, kw: _mean_pool(out.last_hidden_state, kw["attention_mask"], normalize),
-            ["sentence_embedding"], spec, token_outputs=False,
+            ["sentence_embedding"],
+            spec,
+            token_outputs=False,
         )
     if request.attentions:
         plan = plan_transformer(
-            request, "AutoModel",
+            request,
+            "AutoModel",
             lambda out, kw: (out.last_hidden_state, out.attentions[-1]),
-            ["last_hidden_state", "attentions"], spec, token_outputs=True,
+            ["last_hidden_state", "attentions"],
+            spec,
+            token_outputs=True,
         )
         plan.axes["attentions"] = {0: "batch", 2: "sequence", 3: "sequence_k"}
         return plan
     return plan_transformer(
-        request, "AutoModel", lambda out, kw: out.last_hidden_state,
-        ["last_hidden_state"], spec, token_outputs=True,
+        request,
+        "AutoModel",
+        lambda out, kw: out.last_hidden_state,
+        ["last_hidden_state"],
+        spec,
+        token_outputs=True,
     )
 
 
 def plan_splade(request: ExportRequest) -> ExportPlan:
     return plan_transformer(
-        request, "AutoModelForMaskedLM", lambda out, kw: out.logits, ["logits"], {},
+        request,
+        "AutoModelForMaskedLM",
+        lambda out, kw: out.logits,
+        ["logits"],
+        {},
         token_outputs=True,
     )
 
 
 def plan_cross_encoder(request: ExportRequest) -> ExportPlan:
     return plan_transformer(
-        request, "AutoModelForSequenceClassification", lambda out, kw: out.logits, ["logits"], {},
+        request,
+        "AutoModelForSequenceClassification",
+        lambda out, kw: out.logits,
+        ["logits"],
+        {},
         token_outputs=False,
     )
 
@@ -230,7 +254,9 @@ def export(request: ExportRequest) -> dict[str, Any]:
     import torch
 
     if request.kind not in PLANNERS:
-        raise SystemExit(f"convert: no exporter for kind {request.kind!r} (have {sorted(PLANNERS)})")
+        raise SystemExit(
+            f"convert: no exporter for kind {request.kind!r} (have {sorted(PLANNERS)})"
+        )
     request.out.mkdir(parents=True, exist_ok=True)
     plan = PLANNERS[request.kind](request)
     graph = request.out / "model.onnx"
@@ -240,8 +266,14 @@ def export(request: ExportRequest) -> dict[str, Any]:
         # Reference first: tracing can leave state behind that changes a later eager call.
         reference = plan.module(*example)
         torch.onnx.export(
-            plan.module, example, str(graph), input_names=names, output_names=plan.outputs,
-            dynamic_axes=plan.axes, opset_version=OPSET, dynamo=False,
+            plan.module,
+            example,
+            str(graph),
+            input_names=names,
+            output_names=plan.outputs,
+            dynamic_axes=plan.axes,
+            opset_version=OPSET,
+            dynamo=False,
         )
     feeds = {name: tensor.numpy() for name, tensor in plan.inputs.items()}
     mask = None if plan.compare_mask is None else plan.compare_mask.numpy()
@@ -259,14 +291,24 @@ def export(request: ExportRequest) -> dict[str, Any]:
         "variants": {"fp32": "model.onnx"},
         "default_cpu": "fp32",
         "default_gpu": "fp32",
-        "export": {"opset": OPSET, "outputs": plan.outputs, "max_abs_error_vs_torch": error,
-                   "source": str(request.source)},
+        "export": {
+            "opset": OPSET,
+            "outputs": plan.outputs,
+            "max_abs_error_vs_torch": error,
+            "source": str(request.source),
+        },
     }
     if request.optimize or request.int8 or request.fp16:
         from service.convert.variants import add_variants
 
-        add_variants(request.out, metadata, optimized=request.optimize, int8=request.int8,
-                     fp16=request.fp16, check_texts=request.check_texts)
+        add_variants(
+            request.out,
+            metadata,
+            optimized=request.optimize,
+            int8=request.int8,
+            fp16=request.fp16,
+            check_texts=request.check_texts,
+        )
     write_metadata(request.out, metadata)
     return metadata
 
@@ -299,7 +341,9 @@ def copy_tokenizer_files(source: Path, out: Path) -> None:
     if not (out / "tokenizer.json").is_file():
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(str(source)).backend_tokenizer.save(str(out / "tokenizer.json"))
+        AutoTokenizer.from_pretrained(str(source)).backend_tokenizer.save(
+            str(out / "tokenizer.json")
+        )
 
 
 def write_metadata(out: Path, metadata: dict[str, Any]) -> None:

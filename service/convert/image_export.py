@@ -50,8 +50,11 @@ def plan_image_tower(request: ExportRequest) -> ExportPlan:
     )
     spec = {"dim": _projection_dim(model), "normalize": True}
     return ExportPlan(
-        module, {"pixel_values": pixels}, ["image_embeds"],
-        {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}, spec,
+        module,
+        {"pixel_values": pixels},
+        ["image_embeds"],
+        {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+        spec,
         needs_tokenizer=False,
     )
 

@@ -54,18 +54,29 @@ def plan_colpali(request: ExportRequest) -> ExportPlan:
     pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     names = ["input_ids", "attention_mask", "pixel_values"]
     module = keyword_module(model, lambda m, **kw: m(**kw).embeddings, names)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-            "pixel_values": {0: "batch"}, "embeddings": {0: "batch", 1: "sequence"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "pixel_values": {0: "batch"},
+        "embeddings": {0: "batch", 1: "sequence"},
+    }
     spec: dict[str, Any] = {
         "dim": int(model.config.embedding_dim),
         "max_length": request.max_length or 512,
         "query_prefix": QUERY_PREFIX,
         "options": {
-            "image_token_id": image_token, "image_tokens": tokens, "bos_token_id": bos,
-            "image_prompt": IMAGE_PROMPT, "query_suffix": QUERY_SUFFIX,
+            "image_token_id": image_token,
+            "image_tokens": tokens,
+            "bos_token_id": bos,
+            "image_prompt": IMAGE_PROMPT,
+            "query_suffix": QUERY_SUFFIX,
         },
     }
     return ExportPlan(
-        module, {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
-        ["embeddings"], axes, spec, compare_mask=mask,
+        module,
+        {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
+        ["embeddings"],
+        axes,
+        spec,
+        compare_mask=mask,
     )

@@ -36,8 +36,12 @@ def plan_bm42(request: ExportRequest) -> ExportPlan:
         "options": {"family": "bm42", "attention_output": BM42_OUTPUT},
     }
     plan = export.plan_transformer(
-        replace(request, attentions=True), "AutoModel",
-        lambda out, kw: out.attentions[-1], [BM42_OUTPUT], {}, token_outputs=True,
+        replace(request, attentions=True),
+        "AutoModel",
+        lambda out, kw: out.attentions[-1],
+        [BM42_OUTPUT],
+        {},
+        token_outputs=True,
     )
     plan.axes[BM42_OUTPUT] = {0: "batch", 2: "sequence", 3: "sequence_k"}
     plan.spec = {**plan.spec, **spec}

@@ -25,16 +25,28 @@ CPU_FLOOR = 0.99  # min cosine against fp32 for a CPU default
 GPU_FLOOR = 0.999
 ACTIVATIONS = {"Gelu", "BiasGelu", "FastGelu", "Relu", "QuickGelu"}
 CHECK_TEXTS = [
-    "hello world", "What is the capital of France?", "a", "How do I sort a dict by value?",
-    "The quick brown fox jumps over the lazy dog.", "Qdrant supports hybrid search.",
-    "Café crème brûlée", "Привет, как дела?", "你好，世界", "emoji 🚀 rocket",
-    "def add(a, b):\n    return a + b", "SELECT * FROM users WHERE id = 1;",
+    "hello world",
+    "What is the capital of France?",
+    "a",
+    "How do I sort a dict by value?",
+    "The quick brown fox jumps over the lazy dog.",
+    "Qdrant supports hybrid search.",
+    "Café crème brûlée",
+    "Привет, как дела?",
+    "你好，世界",
+    "emoji 🚀 rocket",
+    "def add(a, b):\n    return a + b",
+    "SELECT * FROM users WHERE id = 1;",
     "The asyncio module provides infrastructure for writing single-threaded concurrent code "
     "using coroutines, multiplexing I/O access over sockets and other resources.",
     "Exceptions are raised when errors are detected during execution; they can be handled "
     "with try and except clauses, and cleanup actions can be defined with finally. " * 6,
-    "embedding", "reranking with cross encoders", "sparse vectors from SPLADE", "BM25",
-    "numbers 3.14159 2.71828 and 42", "A long time ago in a galaxy far, far away...",
+    "embedding",
+    "reranking with cross encoders",
+    "sparse vectors from SPLADE",
+    "BM25",
+    "numbers 3.14159 2.71828 and 42",
+    "A long time ago in a galaxy far, far away...",
 ]
 
 
@@ -42,8 +54,11 @@ def optimize(source: Path, target: Path, config: dict[str, Any]) -> dict[str, in
     from onnxruntime.transformers.optimizer import optimize_model
 
     model = optimize_model(
-        str(source), model_type="bert", num_heads=int(config.get("num_attention_heads", 0)),
-        hidden_size=int(config.get("hidden_size", 0)), opt_level=1,
+        str(source),
+        model_type="bert",
+        num_heads=int(config.get("num_attention_heads", 0)),
+        hidden_size=int(config.get("hidden_size", 0)),
+        opt_level=1,
     )
     model.save_model_to_file(str(target))
     stats = model.get_fused_operator_statistics()
@@ -57,7 +72,8 @@ def sensitive_nodes(graph: Path) -> list[str]:
     model = onnx.load(str(graph), load_external_data=False)
     producers = {out: node.op_type for node in model.graph.node for out in node.output}
     return [
-        node.name for node in model.graph.node
+        node.name
+        for node in model.graph.node
         if node.op_type == "Attention"
         or (node.op_type == "MatMul" and producers.get(node.input[0]) in ACTIVATIONS)
     ]
@@ -69,7 +85,10 @@ def quantize(source: Path, target: Path) -> int:
 
     excluded = sensitive_nodes(source)
     quantize_dynamic(
-        str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
         nodes_to_exclude=excluded,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
@@ -126,7 +145,9 @@ def pooled(output: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return output.reshape(output.shape[0], -1).astype(np.float64)
 
 
-def agreement(directory: Path, reference: str, candidate: str, texts: list[str]) -> dict[str, float]:
+def agreement(
+    directory: Path, reference: str, candidate: str, texts: list[str]
+) -> dict[str, float]:
     """Min and mean cosine, per text, of the first output (masked mean over tokens)."""
     import onnxruntime as ort
 
@@ -143,22 +164,48 @@ def agreement(directory: Path, reference: str, candidate: str, texts: list[str])
     return {"min_cosine": min(cosines), "mean_cosine": float(np.mean(cosines)), "texts": len(texts)}
 
 
-def add_variants(directory: Path, metadata: dict[str, Any], *, optimized: bool, int8: bool,
-                 fp16: bool, check_texts: list[str] | None = None) -> dict[str, Any]:
+def add_variants(
+    directory: Path,
+    metadata: dict[str, Any],
+    *,
+    optimized: bool,
+    int8: bool,
+    fp16: bool,
+    check_texts: list[str] | None = None,
+) -> dict[str, Any]:
     """Write the asked variants next to model.onnx and record them in the metadata."""
-    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else {}
+    config = (
+        json.loads((directory / "config.json").read_text())
+        if (directory / "config.json").is_file()
+        else {}
+    )
     variants: dict[str, str] = metadata["variants"]
     checks: dict[str, Any] = metadata.setdefault("checks", {})
     steps: list[tuple[str, str, Callable[[], Any]]] = []
     if optimized or int8 or fp16:
-        steps.append(("optimized", "model.opt.onnx",
-                      lambda: optimize(directory / "model.onnx", directory / "model.opt.onnx", config)))
+        steps.append(
+            (
+                "optimized",
+                "model.opt.onnx",
+                lambda: optimize(directory / "model.onnx", directory / "model.opt.onnx", config),
+            )
+        )
     if int8:
-        steps.append(("int8", "model.int8.onnx",
-                      lambda: quantize(directory / "model.opt.onnx", directory / "model.int8.onnx")))
+        steps.append(
+            (
+                "int8",
+                "model.int8.onnx",
+                lambda: quantize(directory / "model.opt.onnx", directory / "model.int8.onnx"),
+            )
+        )
     if fp16:
-        steps.append(("fp16", "model.fp16.onnx",
-                      lambda: to_fp16(directory / "model.opt.onnx", directory / "model.fp16.onnx")))
+        steps.append(
+            (
+                "fp16",
+                "model.fp16.onnx",
+                lambda: to_fp16(directory / "model.opt.onnx", directory / "model.fp16.onnx"),
+            )
+        )
     for name, filename, build in steps:
         detail = build()
         variants[name] = filename

@@ -161,8 +161,9 @@ def _open(data: bytes, index: int, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width <= 0 or height <= 0:
-                raise InvalidInput(f"image {index} has zero size ({width}x{height})",
-                                   param="images")
+                raise InvalidInput(
+                    f"image {index} has zero size ({width}x{height})", param="images"
+                )
             if width * height > max_pixels:
                 raise _too_many_pixels(index, f" ({width}x{height} = {width * height})", max_pixels)
             image.seek(0)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from service.batching.batcher import Batcher, BatchConfig
+from service.batching.batcher import BatchConfig, Batcher
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound
 from service.models.catalogue import ModelSpec, load_catalogue
 from service.models.kinds import KIND_HANDLERS, handler_for
@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def hub_options(settings: Settings) -> HubOptions:
-    return HubOptions(cache_dir=settings.cache_dir, offline=settings.offline, token=settings.hf_token)
+    return HubOptions(
+        cache_dir=settings.cache_dir, offline=settings.offline, token=settings.hf_token
+    )
 
 
 def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedModel:
@@ -33,7 +35,9 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
     model = LoadedModel(spec=spec, directory=directory, handler=handler)
     if handler.needs_session:
         provider = choose_provider(settings.execution_provider)
-        spec, model.variant = with_variant(spec, directory, settings.graph_variant, provider == CUDA)
+        spec, model.variant = with_variant(
+            spec, directory, settings.graph_variant, provider == CUDA
+        )
         model.spec = spec
         threads = settings.intra_op_threads or default_threads(settings.replicas)
         graph = directory / spec.source.model_file
@@ -89,17 +93,17 @@ class ModelRegistry:
                 if model.spec.kind in kinds:
                     return model
             raise ModelNotFound(f"no {' or '.join(kinds)} model is served", param="model")
-        model = self.models.get(name) or self._by_short_name(name)
-        if model is None:
+        found = self.models.get(name) or self._by_short_name(name)
+        if found is None:
             served = ", ".join(sorted(self.models)) or "none yet"
             raise ModelNotFound(f"model {name!r} is not served (served: {served})", param="model")
-        if model.spec.kind not in kinds:
+        if found.spec.kind not in kinds:
             raise InvalidInput(
-                f"model {name!r} is a {model.spec.kind} model; this route takes "
+                f"model {name!r} is a {found.spec.kind} model; this route takes "
                 f"{' or '.join(kinds)} models",
                 param="model",
             )
-        return model
+        return found
 
     def _by_short_name(self, name: str) -> LoadedModel | None:
         matches = [m for m in self.models.values() if m.name.rsplit("/", 1)[-1] == name]

@@ -49,7 +49,9 @@ def resolve_reference(reference: str, catalogue: dict[str, ModelSpec]) -> ModelS
     if "@" in reference:
         name, _, directory = reference.partition("@")
         if name not in catalogue:
-            raise ModelLoadError(f"model {name!r} is not in the catalogue (reference {reference!r})")
+            raise ModelLoadError(
+                f"model {name!r} is not in the catalogue (reference {reference!r})"
+            )
         return catalogue[name].with_local_source(Path(directory))
     path = Path(reference)
     if path.is_dir():
@@ -90,7 +92,9 @@ def model_directory(spec: ModelSpec, hub: HubOptions, extra_files: tuple[str, ..
     return root
 
 
-def _download(repo: str, filename: str, revision: str | None, hub: HubOptions, *, required: bool) -> Path:
+def _download(
+    repo: str, filename: str, revision: str | None, hub: HubOptions, *, required: bool
+) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -121,7 +125,9 @@ def _download(repo: str, filename: str, revision: str | None, hub: HubOptions, *
     return Path(path)
 
 
-def with_variant(spec: ModelSpec, directory: Path, variant: str, on_gpu: bool) -> tuple[ModelSpec, str]:
+def with_variant(
+    spec: ModelSpec, directory: Path, variant: str, on_gpu: bool
+) -> tuple[ModelSpec, str]:
     """Pick the graph file of a converted directory: the asked variant, or its recorded default."""
     metadata = read_metadata(directory)
     if metadata is None or "variants" not in metadata:

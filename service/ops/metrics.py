@@ -27,24 +27,39 @@ class Metrics:
             registry=r,
         )
         self.tokenize_seconds = Histogram(
-            f"{PREFIX}_tokenization_seconds", "Preparing one request's inputs", ["model"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            f"{PREFIX}_tokenization_seconds",
+            "Preparing one request's inputs",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_seconds = Histogram(
-            f"{PREFIX}_queue_wait_seconds", "Time an input waited for its batch", ["model"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            f"{PREFIX}_queue_wait_seconds",
+            "Time an input waited for its batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.inference_seconds = Histogram(
-            f"{PREFIX}_inference_seconds", "One batch's inference and post-processing", ["model"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            f"{PREFIX}_inference_seconds",
+            "One batch's inference and post-processing",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size", "Inputs per inference batch", ["model"],
-            buckets=SIZE_BUCKETS, registry=r,
+            f"{PREFIX}_batch_size",
+            "Inputs per inference batch",
+            ["model"],
+            buckets=SIZE_BUCKETS,
+            registry=r,
         )
         self.batch_tokens = Histogram(
-            f"{PREFIX}_batch_tokens", "Padded tokens per inference batch", ["model"],
-            buckets=TOKEN_BUCKETS, registry=r,
+            f"{PREFIX}_batch_tokens",
+            "Padded tokens per inference batch",
+            ["model"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             f"{PREFIX}_queue_depth", "Inputs waiting for a batch", ["model"], registry=r

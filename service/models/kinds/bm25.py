@@ -32,8 +32,23 @@ if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
 LANGUAGES = (
-    "arabic", "danish", "dutch", "english", "finnish", "french", "german", "greek", "hungarian",
-    "italian", "norwegian", "portuguese", "romanian", "russian", "spanish", "swedish", "tamil",
+    "arabic",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "greek",
+    "hungarian",
+    "italian",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "spanish",
+    "swedish",
+    "tamil",
     "turkish",
 )
 _NON_WORD = re.compile(r"[^\w\s]", flags=re.UNICODE)
@@ -157,6 +172,10 @@ def _unused(*_: Any) -> Any:
 
 
 HANDLER = KindHandler(
-    collate=_unused, postprocess=_unused, warmup=lambda model: [],
-    needs_text=False, needs_session=False, load_resources=load_resources,
+    collate=_unused,
+    postprocess=_unused,
+    warmup=lambda model: [],
+    needs_text=False,
+    needs_session=False,
+    load_resources=load_resources,
 )

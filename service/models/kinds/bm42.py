@@ -61,7 +61,7 @@ def merge_pieces(
         if piece in special:
             continue
         if piece.startswith(prefix):
-            current += piece[len(prefix):]
+            current += piece[len(prefix) :]
             positions.append(position)
             continue
         if current:
@@ -127,5 +127,8 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
 
 
 HANDLER = KindHandler(
-    collate=collate, postprocess=postprocess, warmup=warmup, load_resources=load_resources,
+    collate=collate,
+    postprocess=postprocess,
+    warmup=warmup,
+    load_resources=load_resources,
 )

@@ -26,23 +26,25 @@ def pool(hidden: npt.NDArray[Any], mask: npt.NDArray[np.int64], how: str) -> Vec
     """Pool token states (batch, seq, dim) into (batch, dim) with a right-padded mask."""
     states = hidden.astype(np.float32, copy=False)
     if how == "cls":
-        return states[:, 0]
+        return np.asarray(states[:, 0], dtype=np.float32)
     if how == "mean":
         weights = mask[:, :, None].astype(np.float32)
         total = (states * weights).sum(axis=1)
-        return (total / np.clip(weights.sum(axis=1), 1e-9, None)).astype(np.float32)
+        return np.asarray(total / np.clip(weights.sum(axis=1), 1e-9, None), dtype=np.float32)
     if how == "last":
         last = mask.sum(axis=1) - 1
-        return states[np.arange(states.shape[0]), last]
+        return np.asarray(states[np.arange(states.shape[0]), last], dtype=np.float32)
     raise ValueError(f"unknown pooling {how!r}")
 
 
 def l2_normalize(vectors: Vectors) -> Vectors:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return np.asarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32)
 
 
-def with_prefix(model: LoadedModel, texts: Sequence[str], input_type: InputType | None) -> list[str]:
+def with_prefix(
+    model: LoadedModel, texts: Sequence[str], input_type: InputType | None
+) -> list[str]:
     prefix = {"query": model.spec.query_prefix, "document": model.spec.document_prefix}.get(
         input_type or "", ""
     )

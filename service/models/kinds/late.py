@@ -94,8 +94,9 @@ def rules_of(model: LoadedModel) -> LateRules:
     return rules
 
 
-def build_query(content: Sequence[int], prefix: Sequence[int], suffix: Sequence[int],
-                rules: LateRules) -> LateItem:
+def build_query(
+    content: Sequence[int], prefix: Sequence[int], suffix: Sequence[int], rules: LateRules
+) -> LateItem:
     """[CLS] [Q] content [SEP] cut to the query length, then padded with mask tokens."""
     room = max(rules.query_length - len(prefix) - len(suffix) - 1, 0)
     real = [*prefix, rules.query_marker, *content[:room], *suffix]
@@ -103,12 +104,17 @@ def build_query(content: Sequence[int], prefix: Sequence[int], suffix: Sequence[
     ids = np.asarray([*real, *[rules.mask_id] * padding], dtype=np.int64)
     mask = np.ones(len(ids), dtype=np.int64)
     if not rules.attend_to_mask:
-        mask[len(real):] = 0
+        mask[len(real) :] = 0
     return LateItem(ids, mask, np.ones(len(ids), dtype=bool), len(real))
 
 
-def build_document(content: Sequence[int], prefix: Sequence[int], suffix: Sequence[int],
-                   rules: LateRules, pad_id: int) -> LateItem:
+def build_document(
+    content: Sequence[int],
+    prefix: Sequence[int],
+    suffix: Sequence[int],
+    rules: LateRules,
+    pad_id: int,
+) -> LateItem:
     """[CLS] [D] content [SEP] (content already cut to fit); punctuation and padding are
     fed to the model but dropped from the output."""
     ids = np.asarray([*prefix, rules.document_marker, *content, *suffix], dtype=np.int64)
@@ -157,9 +163,7 @@ def postprocess(
 ) -> Sequence[Matrix]:
     """Per item: its kept token rows of the graph's first output, each L2-normalised."""
     states = np.asarray(outputs[0], dtype=np.float32)
-    return [
-        l2_normalize(states[row, : len(item)][item.keep]) for row, item in enumerate(payloads)
-    ]
+    return [l2_normalize(states[row, : len(item)][item.keep]) for row, item in enumerate(payloads)]
 
 
 def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
@@ -175,5 +179,6 @@ def maxsim(query: Matrix, document: Matrix) -> float:
     return float((query @ document.T).max(axis=1).sum())
 
 
-HANDLER = KindHandler(collate=collate, postprocess=postprocess, warmup=warmup,
-                      load_resources=load_rules)
+HANDLER = KindHandler(
+    collate=collate, postprocess=postprocess, warmup=warmup, load_resources=load_rules
+)

@@ -129,8 +129,12 @@ def collate(model: LoadedModel, payloads: Sequence[Item]) -> Feeds:
         mask[row, : len(item.ids)] = 1
         if item.pixels is not None:
             pixels[row] = item.pixels
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
-            ORDER_FEED: np.asarray(order, dtype=np.int64)}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": pixels,
+        ORDER_FEED: np.asarray(order, dtype=np.int64),
+    }
 
 
 def postprocess(
