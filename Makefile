@@ -81,5 +81,8 @@ soak: models
 	$(BIN)/python tools/soak.py --seconds $(SOAK_SECONDS) --workers $(SOAK_WORKERS) \
 	  --report bench-results/soak.json $(if $(SOAK_PASSAGES),--passages $(SOAK_PASSAGES))
 
+settings-doc: install
+	$(BIN)/python -m service settings --write-readme
+
 clean:
 	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -50,6 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.convert.cli import main as convert_main
 
         return convert_main(args[1:])
+    if args and args[0] == "settings":
+        from pathlib import Path
+
+        from service.ops.settings_doc import rewrite, table
+
+        if args[1:] == ["--write-readme"]:
+            readme = Path("README.md")
+            readme.write_text(rewrite(readme.read_text()))
+        else:
+            print(table())
+        return 0
     if args and args[0] == "serve":
         args = args[1:]
     return _serve(args)

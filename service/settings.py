@@ -25,7 +25,9 @@ def _split_list(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EMBED_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="EMBED_", extra="forbid", use_attribute_docstrings=True
+    )
 
     # --- serving -------------------------------------------------------------------------
     host: str = "0.0.0.0"
