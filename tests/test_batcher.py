@@ -211,3 +211,33 @@ def test_full_batch_detection() -> None:
     assert full_batch_waiting([1] * 32, max_items=32, max_tokens=10_000)
     assert full_batch_waiting([5000, 5000], max_items=32, max_tokens=8192)
     assert not full_batch_waiting([10, 10], max_items=32, max_tokens=8192)
+
+
+def test_a_much_longer_item_waits_for_companions_of_its_own_length() -> None:
+    """On CPU padding is the cost: 20-token items are not padded to 200 for one passenger."""
+    lengths = [20, 20, 21, 200, 19]
+    chosen = form_batch(lengths, max_items=32, max_tokens=10_000, window=100, overhead_tokens=64)
+    assert sorted(chosen) == [0, 1, 2, 4]
+
+
+def test_a_large_call_overhead_makes_batches_as_big_as_allowed() -> None:
+    """On GPU batch size is the lever: with a large overhead everything waiting goes in."""
+    lengths = [20, 20, 21, 200, 19]
+    chosen = form_batch(lengths, max_items=32, max_tokens=10_000, window=100, overhead_tokens=1e6)
+    assert sorted(chosen) == [0, 1, 2, 3, 4]
+
+
+def test_formation_picks_the_most_efficient_run_around_the_oldest() -> None:
+    lengths = [50, 10, 52, 11, 48, 12, 200]
+    chosen = form_batch(lengths, max_items=32, max_tokens=10_000, window=100, overhead_tokens=64)
+    useful = sum(lengths[i] for i in chosen)
+    cost = 64 + len(chosen) * max(lengths[i] for i in chosen)
+    # every other contiguous run (in length order) containing the oldest is no better
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    pos = order.index(0)
+    for lo in range(pos + 1):
+        for hi in range(pos, len(order)):
+            run = order[lo : hi + 1]
+            other = sum(lengths[i] for i in run) / (64 + len(run) * max(lengths[i] for i in run))
+            assert other <= useful / cost + 1e-12
+    assert 0 in chosen

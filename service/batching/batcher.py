@@ -39,6 +39,7 @@ class BatchConfig:
     timeout_s: float = 30.0
     window: int = 1024
     inference_timeout_s: float = 60.0
+    overhead_tokens: float = 64.0
 
 
 class BatchObserver(Protocol):
@@ -246,7 +247,9 @@ class Batcher:
             except TimeoutError:
                 break
         lengths = [item.length for item in self._queue]
-        chosen = form_batch(lengths, config.max_items, config.max_tokens, config.window)
+        chosen = form_batch(
+            lengths, config.max_items, config.max_tokens, config.window, config.overhead_tokens
+        )
         picked = set(chosen)
         batch = [self._queue[i] for i in chosen]
         self._queue = deque(item for i, item in enumerate(self._queue) if i not in picked)

@@ -64,6 +64,7 @@ def batch_config(settings: Settings) -> BatchConfig:
         queue_max_items=settings.queue_max_items,
         timeout_s=settings.request_timeout_s,
         inference_timeout_s=settings.inference_timeout_s,
+        overhead_tokens=settings.batch_overhead_tokens,
     )
 
 
