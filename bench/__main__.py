@@ -67,6 +67,10 @@ def ceiling_line(passages: list[str], graph: str) -> tuple[float, int]:
         rate, _ = inprocess.throughput(MODEL_DIR, graph, passages, batch, THREADS)
         row(batch, f"{rate:.1f}")
         best = max(best, (rate, batch))
+    spinning, _ = inprocess.throughput(MODEL_DIR, graph, passages, best[1], THREADS, spinning=True)
+    if spinning > best[0]:
+        say(f"| {best[1]}, threads spinning | {spinning:.1f} |")
+        best = (spinning, best[1])
     unsorted, _ = inprocess.throughput(MODEL_DIR, graph, passages, best[1], THREADS, sort=False)
     say(
         f"\nceiling: {best[0]:.1f} passages/s at batch {best[1]} "

@@ -11,10 +11,11 @@ import onnxruntime as ort
 from bench.corpus import sorted_batches, tokenizer
 
 
-def session(graph: Path, threads: int) -> ort.InferenceSession:
+def session(graph: Path, threads: int, spinning: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
@@ -29,10 +30,16 @@ def embed(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarra
 
 
 def throughput(
-    directory: Path, graph: str, texts: list[str], batch: int, threads: int, sort: bool = True
+    directory: Path,
+    graph: str,
+    texts: list[str],
+    batch: int,
+    threads: int,
+    sort: bool = True,
+    spinning: bool = False,
 ) -> tuple[float, np.ndarray]:
     """Texts/s (tokenization included) and the vectors in input order."""
-    sess = session(directory / graph, threads)
+    sess = session(directory / graph, threads, spinning)
     tok = tokenizer(directory, 256)
     embed(sess, sorted_batches(tok, texts[:batch], batch)[0][1])  # warm-up
     started = time.perf_counter()

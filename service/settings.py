@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     either is missing; auto takes CUDA when available, else CPU."""
     intra_op_threads: int = Field(0, ge=0)
     """Threads per ONNX Runtime session (0: all cores divided among replicas)."""
+    ort_spinning: bool = False
+    """Let ONNX Runtime's worker threads spin-wait for work. Off by default: spinning threads
+    take the cores that the event loop and tokenization need between batches."""
     replicas: int = Field(1, ge=1)
     """Sessions per model, each fed by the same batcher (many-core CPUs)."""
     graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"

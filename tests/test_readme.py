@@ -56,6 +56,7 @@ def test_the_readme_examples_run_against_the_real_service(real_minilm: Path) -> 
             response = httpx.post(url + path, json=body, timeout=30)
             assert response.status_code == 200, (path, response.text)
         python = blocks("python")[0].replace("http://localhost:8000", url)
-        ran = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True,
-                             timeout=60, check=True)
+        ran = subprocess.run(
+            [sys.executable, "-c", python], capture_output=True, text=True, timeout=60, check=True
+        )
     assert ran.stdout.split() == ["384", "8"]

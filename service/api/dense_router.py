@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_serving import check_texts, embed, encode_base64, shape_vectors
+from service.api.dense_serving import check_count, check_texts, embed, encode_base64, shape_vectors
 from service.api.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
 from service.errors import InvalidInput
 from service.models.kinds.dense import Vectors
@@ -52,6 +52,8 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     settings = deps.settings(request)
     if isinstance(inputs[0], str):
         check_texts(inputs, settings)  # type: ignore[arg-type]
+    else:
+        check_count(len(inputs), settings)
     result = await deps.until_disconnect(
         request,
         embed(model, inputs, input_type=None, truncate=settings.truncate),  # type: ignore[arg-type]

@@ -20,14 +20,18 @@ class DenseResult:
     tokens: int
 
 
-def check_texts(texts: Sequence[str], settings: Settings) -> None:
-    if not texts:
+def check_count(count: int, settings: Settings) -> None:
+    if count == 0:
         raise InvalidInput("input must not be empty", param="input")
-    if len(texts) > settings.max_inputs_per_request:
+    if count > settings.max_inputs_per_request:
         raise InvalidInput(
-            f"{len(texts)} inputs in one request; the limit is {settings.max_inputs_per_request}",
+            f"{count} inputs in one request; the limit is {settings.max_inputs_per_request}",
             param="input",
         )
+
+
+def check_texts(texts: Sequence[str], settings: Settings) -> None:
+    check_count(len(texts), settings)
     for index, text in enumerate(texts):
         if not text:
             raise InvalidInput(f"input {index} is an empty string", param="input")

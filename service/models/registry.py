@@ -42,7 +42,8 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
         threads = settings.intra_op_threads or default_threads(settings.replicas)
         graph = directory / spec.source.model_file
         model.runners = [
-            OnnxRunner(graph, provider=provider, threads=threads) for _ in range(settings.replicas)
+            OnnxRunner(graph, provider=provider, threads=threads, spinning=settings.ort_spinning)
+            for _ in range(settings.replicas)
         ]
     if handler.needs_text:
         model.text = load_text_encoder(directory, spec.max_length)

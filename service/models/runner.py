@@ -46,7 +46,7 @@ def default_threads(replicas: int) -> int:
 
 
 class OnnxRunner:
-    def __init__(self, path: Path, *, provider: str, threads: int) -> None:
+    def __init__(self, path: Path, *, provider: str, threads: int, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -54,6 +54,10 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Spinning worker threads burn the cores that the event loop and tokenization need.
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
         providers = [provider] if provider == CPU else [provider, CPU]
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)

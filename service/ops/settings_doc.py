@@ -20,7 +20,9 @@ def _default(name: str) -> str:
         value = field.default
     if isinstance(value, list):
         return ",".join(str(v) for v in value) or "(empty)"
-    return "(none)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return (
+        "(none)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
 
 
 def table() -> str:
