@@ -42,7 +42,14 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
         threads = settings.intra_op_threads or default_threads(settings.replicas)
         graph = directory / spec.source.model_file
         model.runners = [
-            OnnxRunner(graph, provider=provider, threads=threads, spinning=settings.ort_spinning)
+            OnnxRunner(
+                graph,
+                provider=provider,
+                threads=threads,
+                spinning=settings.ort_spinning,
+                optimization=settings.ort_graph_optimization,
+                memory_arena=settings.ort_memory_arena,
+            )
             for _ in range(settings.replicas)
         ]
     if handler.needs_text:

@@ -7,7 +7,7 @@ read what it returns.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,12 @@ import numpy.typing as npt
 
 from service.errors import ModelLoadError
 
+OPTIMIZATION_LEVELS: dict[str, Callable[[Any], Any]] = {
+    "disable": lambda ort: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -46,13 +52,23 @@ def default_threads(replicas: int) -> int:
 
 
 class OnnxRunner:
-    def __init__(self, path: Path, *, provider: str, threads: int, spinning: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        provider: str,
+        threads: int,
+        spinning: bool = False,
+        optimization: str = "all",
+        memory_arena: bool = True,
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization](ort)
+        options.enable_cpu_mem_arena = memory_arena
         options.log_severity_level = 3
         # Spinning worker threads burn the cores that the event loop and tokenization need.
         options.add_session_config_entry(
