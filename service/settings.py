@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     either is missing; auto takes CUDA when available, else CPU."""
     intra_op_threads: int = Field(0, ge=0)
     """Threads per ONNX Runtime session (0: all cores divided among replicas)."""
-    replicas: int = Field(1, ge=1)
-    """Sessions per model, each fed by the same batcher (many-core CPUs)."""
+    replicas: int = Field(0, ge=0)
+    """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one per
+    `cpu_threads_per_replica` cores on CPU, one on a GPU (docs/scaling.md)."""
     graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"
     """Which ONNX graph of a converted model directory to load; auto takes the variant the
     conversion recorded as default for the execution provider."""
@@ -115,6 +116,20 @@ class Settings(BaseSettings):
     time limits here."""
     image_fetch_timeout_s: float = Field(10.0, gt=0)
     """Time limit for fetching all the URLs of one request."""
+
+    # --- scaling: replicas, GPU batches, shape warming (issue 9, docs/scaling.md) -------------
+    cpu_threads_per_replica: int = Field(4, ge=1)
+    """With replicas=0 on CPU: one session per this many cores (measured: 4 x 4 threads beat
+    1 x 16 by 1.33x on 16 cores)."""
+    gpu_max_batch_items: int = Field(1024, ge=1)
+    """Most inputs in one inference batch on CUDA (replaces max_batch_items there)."""
+    gpu_max_batch_tokens: int = Field(65536, ge=1)
+    """Token budget of one batch on CUDA, padded length x items (replaces max_batch_tokens)."""
+    gpu_pad_multiple: int = Field(8, ge=1)
+    """On CUDA, padded widths are rounded up to a multiple of this (fewer shapes to warm)."""
+    warm_shapes: Literal["auto", "on", "off"] = "auto"
+    """Run each dense model's sessions over every (batch, width) shape they will meet before
+    /ready turns 200; auto: on CUDA only (seconds on a GPU, minutes on a small CPU)."""
 
     @field_validator("models", "catalogue_files", "api_keys", "cors_origins", mode="before")
     @classmethod
