@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from fastapi.testclient import TestClient
 
+from service.app import create_app
 from service.batching.batcher import BatchConfig, Batcher
 from service.models.buffers import PadBuffers, padded_width
 from service.models.kinds.dense import prepare_texts
@@ -213,3 +217,18 @@ def test_served_replicas_are_separate_sessions_running_concurrently(
     for response, text in zip(responses, texts, strict=True):
         expected = tiny_models.expected_dense(table, text)
         np.testing.assert_allclose(response.json()["embeddings"][0], expected, atol=1e-6)
+
+
+@pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_fails_at_start_with_a_clear_reason(
+    tiny_dense: tuple[Path, np.ndarray],
+) -> None:
+    app = create_app(Settings(models=[str(tiny_dense[0])], execution_provider="cuda"))
+    with TestClient(app) as client:
+        for _ in range(500):
+            body = client.get("/ready").json()
+            if body.get("reason"):
+                break
+            time.sleep(0.01)
+    assert "no CUDA provider" in body["reason"] and "onnxruntime-gpu" in body["reason"]
+    assert body["status"] == "not_ready" and body["models"] == {}
