@@ -5,6 +5,7 @@ batch profile."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,13 @@ from service.models.buffers import PadBuffers, padded_width
 from service.models.kinds.dense import prepare_texts
 from service.models.registry import hub_options, load_model
 from service.models.runner import CPU, CUDA, OnnxRunner
-from service.models.scaling import batch_config, replica_count, shape_grid
+from service.models.scaling import (
+    available_cores,
+    batch_config,
+    replica_count,
+    session_threads,
+    shape_grid,
+)
 from service.models.store import resolve_reference
 from service.models.text import Encoded, pad_batch
 from service.settings import Settings
@@ -161,7 +168,13 @@ def test_replica_count_and_the_gpu_batch_profile() -> None:
     assert replica_count(auto, CPU, cores=2) == 1
     assert replica_count(auto, CUDA, cores=16) == 1
     assert replica_count(Settings(replicas=3), CUDA, cores=16) == 3
+    # intra_op_threads fixes a session's size: the cores hold that many sessions
+    assert replica_count(Settings(replicas=0, intra_op_threads=2), CPU, cores=16) == 8
+    assert replica_count(Settings(replicas=0, intra_op_threads=16), CPU, cores=16) == 1
+    assert session_threads(Settings(), 4, cores=16) == 4
+    assert session_threads(Settings(intra_op_threads=3), 4, cores=16) == 3
     cpu, gpu = batch_config(Settings(), CPU), batch_config(Settings(), CUDA)
+    assert Settings.model_fields["replicas"].default == 0  # auto (tests pin 1: conftest)
     assert (cpu.max_items, cpu.max_tokens) == (32, 8192)
     assert (gpu.max_items, gpu.max_tokens) == (1024, 65536)
     assert gpu.window >= 4 * gpu.max_items  # room to sort by length
@@ -232,3 +245,13 @@ def test_asking_for_cuda_without_it_fails_at_start_with_a_clear_reason(
             time.sleep(0.01)
     assert "no CUDA provider" in body["reason"] and "onnxruntime-gpu" in body["reason"]
     assert body["status"] == "not_ready" and body["models"] == {}
+
+
+def test_available_cores_honour_a_container_cpu_quota(tmp_path: Path) -> None:
+    own = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # 1.5 CPUs: two threads may run
+    assert available_cores(quota) == min(own, 2)
+    quota.write_text("max 100000\n")
+    assert available_cores(quota) == own
+    assert available_cores(tmp_path / "missing") == own

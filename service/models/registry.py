@@ -12,7 +12,7 @@ from service.models import scaling
 from service.models.catalogue import ModelSpec, load_catalogue
 from service.models.kinds import KIND_HANDLERS, handler_for
 from service.models.loaded import LoadedModel
-from service.models.runner import CPU, CUDA, OnnxRunner, choose_provider, default_threads
+from service.models.runner import CPU, CUDA, OnnxRunner, choose_provider
 from service.models.store import HubOptions, model_directory, resolve_reference, with_variant
 from service.models.text import load_text_encoder
 from service.ops.metrics import Metrics
@@ -41,7 +41,7 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
         )
         model.spec = spec
         replicas = scaling.replica_count(settings, provider)
-        threads = settings.intra_op_threads or default_threads(replicas)
+        threads = scaling.session_threads(settings, replicas)
         graph = directory / spec.source.model_file
         model.runners = [
             OnnxRunner(graph, provider=provider, threads=threads) for _ in range(replicas)

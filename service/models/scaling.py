@@ -1,8 +1,9 @@
 """Scaling one model over a machine: replicas on CPU, the GPU batch profile, shape warming.
 
 - Replicas: ``replicas=0`` (the default) picks the count by the provider: on CPU one session
-  per ``cpu_threads_per_replica`` cores (the figures behind that default are in
-  docs/scaling.md), on a GPU one session.
+  per ``cpu_threads_per_replica`` cores (or per ``intra_op_threads``, when set), counting the
+  cores a container's CPU quota allows (the figures behind the default are in
+  docs/scaling.md); on a GPU one session.
 - On CUDA the batcher gets the GPU profile (``gpu_max_batch_items``, ``gpu_max_batch_tokens``)
   and a wider window to sort by length in; padded widths are rounded up to
   ``gpu_pad_multiple``.
@@ -14,8 +15,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -27,17 +30,38 @@ from service.models.text import Encoded
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 WINDOW_PER_BATCH = 4  # the batcher sorts by length within this many batches' worth of items
 
 
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    `limits.cpu`), which os.cpu_count() does not see."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
 def replica_count(settings: Settings, provider: str, cores: int | None = None) -> int:
-    """Sessions per model: the setting, or (0) one per GPU / one per few CPU cores."""
+    """Sessions per model: the setting, or (0) one on a GPU, and on CPU as many sessions of
+    `intra_op_threads` (else `cpu_threads_per_replica`) threads as the cores hold."""
     if settings.replicas > 0:
         return settings.replicas
     if provider == CUDA:
         return 1
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // settings.cpu_threads_per_replica)
+    per_session = settings.intra_op_threads or settings.cpu_threads_per_replica
+    return max(1, (cores or available_cores()) // per_session)
+
+
+def session_threads(settings: Settings, replicas: int, cores: int | None = None) -> int:
+    """Threads per session: the setting, or the cores shared among the replicas."""
+    return settings.intra_op_threads or max(1, (cores or available_cores()) // replicas)
 
 
 def batch_config(settings: Settings, provider: str) -> BatchConfig:
