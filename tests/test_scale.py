@@ -178,6 +178,8 @@ def test_replica_count_and_the_gpu_batch_profile() -> None:
     assert (cpu.max_items, cpu.max_tokens) == (32, 8192)
     assert (gpu.max_items, gpu.max_tokens) == (1024, 65536)
     assert gpu.window >= 4 * gpu.max_items  # room to sort by length
+    for kind in ("sparse", "image", "late", "rerank", "multimodal"):
+        assert batch_config(Settings(), CUDA, kind).max_items == 32  # outputs grow with batch
 
 
 async def test_two_workers_run_batches_at_the_same_time() -> None:

@@ -59,8 +59,8 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
     return model
 
 
-def batch_config(settings: Settings, provider: str = CPU) -> BatchConfig:
-    return scaling.batch_config(settings, provider)
+def batch_config(settings: Settings, provider: str = CPU, kind: str = "dense") -> BatchConfig:
+    return scaling.batch_config(settings, provider, kind)
 
 
 @dataclass
@@ -119,7 +119,7 @@ class ModelRegistry:
                         model.name,
                         model.process,
                         workers=len(model.runners),
-                        config=scaling.batch_config(settings, model.provider),
+                        config=scaling.batch_config(settings, model.provider, model.spec.kind),
                         observer=metrics.observer(model.name),
                     )
                     model.batcher.start()

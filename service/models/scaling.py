@@ -4,9 +4,9 @@
   per ``cpu_threads_per_replica`` cores (or per ``intra_op_threads``, when set), counting the
   cores a container's CPU quota allows (the figures behind the default are in
   docs/scaling.md); on a GPU one session.
-- On CUDA the batcher gets the GPU profile (``gpu_max_batch_items``, ``gpu_max_batch_tokens``)
-  and a wider window to sort by length in; padded widths are rounded up to
-  ``gpu_pad_multiple``.
+- On CUDA a dense model's batcher gets the GPU profile (``gpu_max_batch_items``,
+  ``gpu_max_batch_tokens``) and a wider window to sort by length in; padded widths are
+  rounded up to ``gpu_pad_multiple``.
 - Shape warming runs the session once over the (batch, width) grid it will meet, largest
   first, so the first requests do not pay for the device's allocations and kernel choices
   (on by default on CUDA only: CPU start-up stays fast).
@@ -31,6 +31,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+GPU_PROFILE_KINDS = ("dense",)
 WINDOW_PER_BATCH = 4  # the batcher sorts by length within this many batches' worth of items
 
 
@@ -64,9 +65,13 @@ def session_threads(settings: Settings, replicas: int, cores: int | None = None)
     return settings.intra_op_threads or max(1, (cores or available_cores()) // replicas)
 
 
-def batch_config(settings: Settings, provider: str) -> BatchConfig:
-    """The batcher's limits: the settings, with the GPU profile on CUDA."""
-    on_gpu = provider == CUDA
+def batch_config(settings: Settings, provider: str, kind: str = "dense") -> BatchConfig:
+    """The batcher's limits: the settings, with the GPU profile for dense models on CUDA.
+
+    Other kinds keep max_batch_items on a GPU too: their outputs grow with the batch (SPLADE's
+    logits are batch x tokens x vocabulary) or their items are images, which the token
+    budget does not bound."""
+    on_gpu = provider == CUDA and kind in GPU_PROFILE_KINDS
     items = settings.gpu_max_batch_items if on_gpu else settings.max_batch_items
     tokens = settings.gpu_max_batch_tokens if on_gpu else settings.max_batch_tokens
     return BatchConfig(
@@ -135,4 +140,4 @@ def configure(model: LoadedModel, settings: Settings) -> None:
         model.resources.cap = model.spec.max_length
     warm = settings.warm_shapes == "on" or (settings.warm_shapes == "auto" and on_gpu)
     if warm and model.runners and model.text is not None and model.spec.kind == "dense":
-        warm_shapes(model, batch_config(settings, model.provider), multiple)
+        warm_shapes(model, batch_config(settings, model.provider, model.spec.kind), multiple)
