@@ -118,9 +118,9 @@ class Settings(BaseSettings):
     """Time limit for fetching all the URLs of one request."""
 
     # --- scaling: replicas, GPU batches, shape warming (issue 9, docs/scaling.md) -------------
-    cpu_threads_per_replica: int = Field(4, ge=1)
-    """With replicas=0 on CPU: one session per this many cores (measured: 4 x 4 threads beat
-    1 x 16 by 1.33x on 16 cores)."""
+    cpu_threads_per_replica: int = Field(0, ge=0)
+    """With replicas=0 on CPU: one session per this many cores; 0: the integer square root of
+    the cores (measured best: 4 x 4 threads on 16 cores, 2 x 1 on 2; docs/scaling.md)."""
     gpu_max_batch_items: int = Field(1024, ge=1)
     """Most inputs in one inference batch on CUDA (replaces max_batch_items there)."""
     gpu_max_batch_tokens: int = Field(65536, ge=1)

@@ -1,9 +1,9 @@
 """Scaling one model over a machine: replicas on CPU, the GPU batch profile, shape warming.
 
-- Replicas: ``replicas=0`` (the default) picks the count by the provider: on CPU one session
-  per ``cpu_threads_per_replica`` cores (or per ``intra_op_threads``, when set), counting the
-  cores a container's CPU quota allows (the figures behind the default are in
-  docs/scaling.md); on a GPU one session.
+- Replicas: ``replicas=0`` (the default) picks the count by the provider: on a GPU one
+  session; on CPU sessions of ``intra_op_threads`` threads when set, else
+  ``cpu_threads_per_replica``, else isqrt(cores) threads (2 x 1 on 2 cores, 4 x 4 on 16: the
+  measured best splits, docs/scaling.md), counting the cores a CPU quota allows.
 - On CUDA a dense model's batcher gets the GPU profile (``gpu_max_batch_items``,
   ``gpu_max_batch_tokens``) and a wider window to sort by length in; padded widths are
   rounded up to ``gpu_pad_multiple``.
@@ -51,13 +51,15 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 def replica_count(settings: Settings, provider: str, cores: int | None = None) -> int:
     """Sessions per model: the setting, or (0) one on a GPU, and on CPU as many sessions of
-    `intra_op_threads` (else `cpu_threads_per_replica`) threads as the cores hold."""
+    `intra_op_threads` (else `cpu_threads_per_replica`, else isqrt(cores)) threads as the
+    cores hold."""
     if settings.replicas > 0:
         return settings.replicas
     if provider == CUDA:
         return 1
-    per_session = settings.intra_op_threads or settings.cpu_threads_per_replica
-    return max(1, (cores or available_cores()) // per_session)
+    cores = cores or available_cores()
+    per_session = settings.intra_op_threads or settings.cpu_threads_per_replica or math.isqrt(cores)
+    return max(1, cores // per_session)
 
 
 def session_threads(settings: Settings, replicas: int, cores: int | None = None) -> int:
