@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0)
     """Threads per ONNX Runtime session (0: all cores divided among replicas)."""
     replicas: int = Field(0, ge=0)
-    """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one per
-    `cpu_threads_per_replica` cores on CPU, one on a GPU (docs/scaling.md)."""
+    """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one on a GPU; on
+    CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else
+    isqrt(cores) threads as the cores hold (docs/scaling.md)."""
     graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"
     """Which ONNX graph of a converted model directory to load; auto takes the variant the
     conversion recorded as default for the execution provider."""
@@ -122,9 +123,9 @@ class Settings(BaseSettings):
     """With replicas=0 on CPU: one session per this many cores; 0: the integer square root of
     the cores (measured best: 4 x 4 threads on 16 cores, 2 x 1 on 2; docs/scaling.md)."""
     gpu_max_batch_items: int = Field(1024, ge=1)
-    """Most inputs in one inference batch on CUDA (replaces max_batch_items there)."""
+    """Most inputs in one inference batch of a dense model on CUDA (max_batch_items there)."""
     gpu_max_batch_tokens: int = Field(65536, ge=1)
-    """Token budget of one batch on CUDA, padded length x items (replaces max_batch_tokens)."""
+    """Token budget of a dense model's batch on CUDA, padded length x items."""
     gpu_pad_multiple: int = Field(8, ge=1)
     """On CUDA, padded widths are rounded up to a multiple of this (fewer shapes to warm)."""
     warm_shapes: Literal["auto", "on", "off"] = "auto"

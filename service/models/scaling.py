@@ -139,7 +139,6 @@ def configure(model: LoadedModel, settings: Settings) -> None:
     multiple = settings.gpu_pad_multiple if on_gpu else 1
     if isinstance(model.resources, PadBuffers):
         model.resources.multiple = multiple
-        model.resources.cap = model.spec.max_length
     warm = settings.warm_shapes == "on" or (settings.warm_shapes == "auto" and on_gpu)
     if warm and model.runners and model.text is not None and model.spec.kind == "dense":
         warm_shapes(model, batch_config(settings, model.provider, model.spec.kind), multiple)
