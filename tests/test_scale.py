@@ -229,8 +229,9 @@ def test_served_replicas_are_separate_sessions_running_concurrently(
             responses = list(
                 pool.map(lambda t: client.post("/embed/dense", json={"inputs": [t]}), texts)
             )
+        sessions = client.get("/ready").json()["models"]["tiny/dense"]["sessions"]
     assert [r.status_code for r in responses] == [200, 200]
-    assert len(seen) == 2
+    assert len(seen) == 2 and sessions == 2
     for response, text in zip(responses, texts, strict=True):
         expected = tiny_models.expected_dense(table, text)
         np.testing.assert_allclose(response.json()["embeddings"][0], expected, atol=1e-6)
