@@ -260,3 +260,14 @@ def test_available_cores_honour_a_container_cpu_quota(tmp_path: Path) -> None:
     quota.write_text("max 100000\n")
     assert available_cores(quota) == own
     assert available_cores(tmp_path / "missing") == own
+
+
+@pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="this machine has CUDA")
+def test_the_gpu_bench_refuses_without_cuda_and_says_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import gpu
+
+    assert gpu.main() == 2
+    message = capsys.readouterr().err
+    assert "needs CUDA" in message and "onnxruntime-gpu" in message
