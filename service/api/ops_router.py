@@ -38,7 +38,12 @@ async def ready(request: Request) -> JSONResponse:
 
 def _state(model: LoadedModel) -> dict[str, Any]:
     alive = model.batcher is None or model.batcher.alive
-    return {"provider": model.provider, "variant": model.variant, "worker_alive": alive}
+    return {
+        "provider": model.provider,
+        "variant": model.variant,
+        "sessions": len(model.runners),  # replicas (docs/scaling.md)
+        "worker_alive": alive,
+    }
 
 
 @router.get("/metrics")

@@ -30,6 +30,12 @@ def parser() -> argparse.ArgumentParser:
         help="dense: mean pooling + normalisation inside the graph",
     )
     p.add_argument(
+        "--token-outputs",
+        action="store_true",
+        help="dense: output token states and pool in the service (default: pool in the graph "
+        "for mean, cls and last pooling)",
+    )
+    p.add_argument(
         "--optimize",
         action="store_true",
         help="also write model.opt.onnx with ONNX Runtime's transformer fusions",
@@ -68,6 +74,7 @@ def main(argv: Sequence[str]) -> int:
         normalize=False if args.no_normalize else None,
         attentions=args.attentions,
         pool_in_graph=args.pool_in_graph,
+        token_outputs=args.token_outputs,
         options=args.options,
         optimize=args.optimize,
         int8=args.int8,

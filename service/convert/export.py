@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from service.convert import image_export, multimodal_export, sparse_export
+from service.convert import image_export, multimodal_export, pooled_export, sparse_export
 from service.convert.colbert import plan_colbert
 from service.models.store import METADATA_FILE
 
@@ -48,6 +48,7 @@ class ExportRequest:
     normalize: bool | None = None
     attentions: bool = False
     pool_in_graph: bool = False
+    token_outputs: bool = False  # dense: token states out, pooling in the service
     options: dict[str, Any] = field(default_factory=dict)
     optimize: bool = False
     int8: bool = False
@@ -238,7 +239,7 @@ def plan_cross_encoder(request: ExportRequest) -> ExportPlan:
 
 # kind -> planner. New kinds register here (their planners may live in their own modules).
 PLANNERS: dict[str, Planner] = {
-    "dense": plan_dense,
+    "dense": pooled_export.plan_dense_pooled,  # pooling in the graph where it fits
     "sparse": plan_splade,
     "rerank": plan_cross_encoder,
     "late": plan_colbert,

@@ -115,14 +115,14 @@ def read_texts(path: Path, limit: int = 2000) -> list[str]:
 
 
 def check_batches(
-    directory: Path, input_names: list[str], texts: list[str], size: int = 32
+    directory: Path, input_names: list[str], texts: list[str], size: int = 32, max_length: int = 256
 ) -> list[dict[str, np.ndarray]]:
     """Length-sorted, right-padded batches of the check texts."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=256)
+    tokenizer.enable_truncation(max_length=max_length)  # never past the model's positions
     encoded = sorted((e.ids for e in tokenizer.encode_batch(texts)), key=len)
     batches = []
     for start in range(0, len(encoded), size):
@@ -146,7 +146,7 @@ def pooled(output: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def agreement(
-    directory: Path, reference: str, candidate: str, texts: list[str]
+    directory: Path, reference: str, candidate: str, texts: list[str], max_length: int = 256
 ) -> dict[str, float]:
     """Min and mean cosine, per text, of the first output (masked mean over tokens)."""
     import onnxruntime as ort
@@ -157,7 +157,7 @@ def agreement(
     ]
     names = [i.name for i in sessions[0].get_inputs()]
     cosines: list[float] = []
-    for feed in check_batches(directory, names, texts):
+    for feed in check_batches(directory, names, texts, max_length=max_length):
         a, b = (pooled(s.run(None, feed)[0], feed["attention_mask"]) for s in sessions)
         cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
         cosines.extend(cos.tolist())
@@ -210,7 +210,9 @@ def add_variants(
         detail = build()
         variants[name] = filename
         texts = CHECK_TEXTS + (check_texts or [])
-        checks[name] = {**agreement(directory, "model.onnx", filename, texts), "detail": detail}
+        limit = min(256, int(metadata["spec"].get("max_length", 256)))
+        found = agreement(directory, "model.onnx", filename, texts, limit)
+        checks[name] = {**found, "detail": detail}
     metadata["default_cpu"] = best(checks, ("int8", "optimized"), CPU_FLOOR)
     metadata["default_gpu"] = best(checks, ("fp16", "optimized"), GPU_FLOOR)
     return metadata

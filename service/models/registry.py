@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 from service.batching.batcher import BatchConfig, Batcher
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound
+from service.models import scaling
 from service.models.catalogue import ModelSpec, load_catalogue
 from service.models.kinds import KIND_HANDLERS, handler_for
 from service.models.loaded import LoadedModel
-from service.models.runner import CUDA, OnnxRunner, choose_provider, default_threads
+from service.models.runner import CPU, CUDA, OnnxRunner, choose_provider
 from service.models.store import HubOptions, model_directory, resolve_reference, with_variant
 from service.models.text import load_text_encoder
 from service.ops.metrics import Metrics
@@ -39,7 +40,8 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
             spec, directory, settings.graph_variant, provider == CUDA
         )
         model.spec = spec
-        threads = settings.intra_op_threads or default_threads(settings.replicas)
+        replicas = scaling.replica_count(settings, provider)
+        threads = scaling.session_threads(settings, replicas)
         graph = directory / spec.source.model_file
         model.runners = [
             OnnxRunner(
@@ -50,7 +52,7 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
                 optimization=settings.ort_graph_optimization,
                 memory_arena=settings.ort_memory_arena,
             )
-            for _ in range(settings.replicas)
+            for _ in range(replicas)
         ]
     if handler.needs_text:
         model.text = load_text_encoder(directory, spec.max_length)
@@ -60,20 +62,13 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
         warm = [payload for _, payload in handler.warmup(model)]
         for worker in range(len(model.runners)):
             model.process(worker, warm)
+        scaling.configure(model, settings)
     log.info("loaded %s (%s) from %s on %s", spec.name, model.variant, directory, model.provider)
     return model
 
 
-def batch_config(settings: Settings) -> BatchConfig:
-    return BatchConfig(
-        max_items=settings.max_batch_items,
-        max_tokens=settings.max_batch_tokens,
-        max_wait_s=settings.max_wait_ms / 1000,
-        queue_max_items=settings.queue_max_items,
-        timeout_s=settings.request_timeout_s,
-        inference_timeout_s=settings.inference_timeout_s,
-        overhead_tokens=settings.batch_overhead_tokens,
-    )
+def batch_config(settings: Settings, provider: str = CPU, kind: str = "dense") -> BatchConfig:
+    return scaling.batch_config(settings, provider, kind)
 
 
 @dataclass
@@ -132,7 +127,7 @@ class ModelRegistry:
                         model.name,
                         model.process,
                         workers=len(model.runners),
-                        config=batch_config(settings),
+                        config=scaling.batch_config(settings, model.provider, model.spec.kind),
                         observer=metrics.observer(model.name),
                     )
                     model.batcher.start()

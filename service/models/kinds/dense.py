@@ -7,11 +7,14 @@ ask for raw and for unit vectors.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from service.models.buffers import PadBuffers
+from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
 from service.models.text import Encoded, encode_texts, encode_token_ids, pad_batch
 
@@ -66,6 +69,8 @@ def prepare_ids(
 
 
 def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
+    if isinstance(model.resources, PadBuffers):  # reused per worker thread (buffers.py)
+        return dict(model.resources.pad(payloads, model.encoder.pad_id))
     return dict(pad_batch(payloads, model.encoder.pad_id))
 
 
@@ -87,4 +92,10 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
     return prepare_texts(model, texts, None, truncate=True)
 
 
-HANDLER = KindHandler(collate=collate, postprocess=postprocess, warmup=warmup)
+def padding_buffers(spec: ModelSpec, directory: Path) -> PadBuffers:
+    return PadBuffers(cap=spec.max_length)
+
+
+HANDLER = KindHandler(
+    collate=collate, postprocess=postprocess, warmup=warmup, load_resources=padding_buffers
+)
