@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_serving import check_texts, embed, encode_base64, shape_vectors
+from service.api.dense_serving import embed, encode_base64, shape_vectors
+from service.api.inputs import as_list, check_texts, truncation
 from service.api.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
 from service.errors import InvalidInput
 from service.models.kinds.dense import Vectors
@@ -19,10 +20,6 @@ router = APIRouter()
 
 def json_response(body: object) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-
-def as_list(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else value
 
 
 def encode(vectors: Vectors, encoding_format: str) -> list[str] | list[list[float]]:
@@ -77,7 +74,7 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     texts = as_list(body.inputs)
     settings = deps.settings(request)
     check_texts(texts, settings)
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    truncate = truncation(settings, body.truncate)
     result = await deps.until_disconnect(
         request, embed(model, texts, input_type=body.input_type, truncate=truncate)
     )

@@ -8,35 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import InvalidInput
 from service.models.kinds.dense import InputType, Vectors, l2_normalize, prepare_ids, prepare_texts
 from service.models.loaded import LoadedModel
-from service.settings import Settings
 
 
 @dataclass(frozen=True)
 class DenseResult:
     vectors: Vectors  # (n, dim) float32
     tokens: int
-
-
-def check_texts(texts: Sequence[str], settings: Settings) -> None:
-    if not texts:
-        raise InvalidInput("input must not be empty", param="input")
-    if len(texts) > settings.max_inputs_per_request:
-        raise InvalidInput(
-            f"{len(texts)} inputs in one request; the limit is {settings.max_inputs_per_request}",
-            param="input",
-        )
-    for index, text in enumerate(texts):
-        if not text:
-            raise InvalidInput(f"input {index} is an empty string", param="input")
-        if len(text) > settings.max_input_chars:
-            raise PayloadTooLarge(
-                f"input {index} has {len(text)} characters; "
-                f"the limit is {settings.max_input_chars}",
-                param="input",
-            )
 
 
 async def embed(

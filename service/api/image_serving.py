@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
+from service.api import inputs
 from service.api.image_fetch import FetchPolicy, fetch_image
 from service.api.image_protocol import EncodingFormat, ImageJsonRequest
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -57,13 +58,10 @@ async def read_image_request(request: Request, settings: Settings) -> ImageReque
 
 
 def check_count(count: int, settings: Settings) -> None:
-    if count == 0:
-        raise InvalidInput("no images in the request", param="images")
-    if count > settings.image_max_images:
-        raise InvalidInput(
-            f"{count} images in one request; the limit is {settings.image_max_images}",
-            param="images",
-        )
+    limit = settings.image_max_images
+    inputs.check_count(
+        count, limit, items="images", param="images", empty="no images in the request"
+    )
 
 
 def _check_size(index: int, size: int, settings: Settings) -> None:

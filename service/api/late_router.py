@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_router import as_list, json_response
-from service.api.dense_serving import check_texts
+from service.api.dense_router import json_response
+from service.api.inputs import as_list, check_texts, truncation
 from service.api.late_protocol import LateRequest, LateResponse, MaxSimRequest, MaxSimResponse
 from service.api.late_serving import embed_late, encode_matrix, maxsim_scores, resolve_late
 from service.api.rerank_serving import check_documents
@@ -22,7 +22,7 @@ async def embed_late_route(body: LateRequest, request: Request) -> Response:
     texts = as_list(body.inputs)
     settings = deps.settings(request)
     check_texts(texts, settings)
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    truncate = truncation(settings, body.truncate)
     queries, documents = (texts, []) if body.input_type == "query" else ([], texts)
     result = await deps.until_disconnect(
         request, embed_late(model, queries, documents, truncate=truncate)
@@ -42,7 +42,7 @@ async def maxsim_route(body: MaxSimRequest, request: Request) -> Response:
     texts = check_documents(body.query, body.documents, settings)
     needs_model = bool(texts) or isinstance(body.query, str)
     model = deps.pick_model(request, body.model, "late") if needs_model else None
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    truncate = truncation(settings, body.truncate)
     query, documents, tokens = await deps.until_disconnect(
         request, resolve_late(model, body.query, body.documents, truncate=truncate)
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +14,9 @@ from pydantic import ValidationError
 
 from service.api.image_protocol import EncodingFormat
 from service.api.image_serving import check_count, decode_base64, read_form
+from service.api.inputs import QUERIES, check_texts
 from service.api.multimodal_protocol import MultimodalRequest
-from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidInput, UnsupportedMediaType
 from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
 from service.models.loaded import LoadedModel
 from service.settings import Settings
@@ -71,28 +71,10 @@ async def read_multimodal_request(request: Request, settings: Settings) -> Multi
         if wanted not in formats:
             raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
         inputs = MultimodalInputs(queries, images, model or None, True, formats[wanted])
-    _check_queries(inputs.queries, settings)
+    check_texts(inputs.queries, settings, QUERIES)
     if not inputs.queries and not inputs.images:
         raise InvalidInput("send queries, images, or both", param="queries")
     return inputs
-
-
-def _check_queries(queries: Sequence[str], settings: Settings) -> None:
-    if len(queries) > settings.max_inputs_per_request:
-        raise InvalidInput(
-            f"{len(queries)} queries in one request; the limit is "
-            f"{settings.max_inputs_per_request}",
-            param="queries",
-        )
-    for index, text in enumerate(queries):
-        if not text:
-            raise InvalidInput(f"query {index} is an empty string", param="queries")
-        if len(text) > settings.max_input_chars:
-            raise PayloadTooLarge(
-                f"query {index} has {len(text)} characters; the limit is "
-                f"{settings.max_input_chars}",
-                param="queries",
-            )
 
 
 async def embed_multimodal(

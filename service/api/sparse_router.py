@@ -7,11 +7,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_router import as_list, json_response
-from service.api.dense_serving import check_texts
+from service.api.dense_router import json_response
 from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
+from service.api.inputs import INPUT, INPUTS, as_list, check_texts, truncation
 from service.api.sparse_protocol import HybridRequest, HybridResponse, SparseRequest, SparseResponse
-from service.api.sparse_serving import check_inputs, embed_sparse, render
+from service.api.sparse_serving import embed_sparse, render
 
 router = APIRouter()
 
@@ -22,8 +22,8 @@ async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
     model = deps.pick_model(request, body.model, "sparse")
     texts = as_list(body.inputs)
     settings = deps.settings(request)
-    check_inputs(texts, settings)
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    check_texts(texts, settings, INPUTS)
+    truncate = truncation(settings, body.truncate)
     result = await deps.until_disconnect(
         request,
         embed_sparse(
@@ -47,10 +47,10 @@ async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
     names = vector_names(models, [given for _, given in asked])
     texts = as_list(body.inputs)
     settings = deps.settings(request)
-    (check_texts if any(m.spec.kind == "dense" for m in models) else check_inputs)(texts, settings)
+    check_texts(texts, settings, INPUT if any(m.spec.kind == "dense" for m in models) else INPUTS)
     options = HybridOptions(
         body.input_type,
-        settings.truncate if body.truncate is None else body.truncate,
+        truncation(settings, body.truncate),
         body.language,
         body.return_tokens,
     )

@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import InvalidInput
 from service.models.kinds import bm25, bm42
 from service.models.kinds.sparse import InputType, SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
-from service.settings import Settings
 
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
@@ -23,24 +22,6 @@ EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 class SparseResult:
     vectors: list[SparseVector]
     tokens: int
-
-
-def check_inputs(texts: Sequence[str], settings: Settings) -> None:
-    """Empty strings are allowed here (they get an empty vector); counts and sizes are not."""
-    if not texts:
-        raise InvalidInput("inputs must not be empty", param="inputs")
-    if len(texts) > settings.max_inputs_per_request:
-        raise InvalidInput(
-            f"{len(texts)} inputs in one request; the limit is {settings.max_inputs_per_request}",
-            param="inputs",
-        )
-    for index, text in enumerate(texts):
-        if len(text) > settings.max_input_chars:
-            raise PayloadTooLarge(
-                f"input {index} has {len(text)} characters; "
-                f"the limit is {settings.max_input_chars}",
-                param="inputs",
-            )
 
 
 def check_language(model: LoadedModel, language: str | None) -> None:
