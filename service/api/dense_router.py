@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_serving import embed, encode_base64, shape_vectors
+from service.api.dense_serving import embed, shape_vectors
+from service.api.encoding import encode_vectors, json_response, token_usage
 from service.api.inputs import as_list, check_texts, truncation
 from service.api.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
 from service.errors import InvalidInput
-from service.models.kinds.dense import Vectors
 
 router = APIRouter()
-
-
-def json_response(body: object) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-
-def encode(vectors: Vectors, encoding_format: str) -> list[str] | list[list[float]]:
-    if encoding_format == "base64":
-        return [encode_base64(vector) for vector in vectors]
-    return vectors.tolist()  # type: ignore[no-any-return]
 
 
 def _openai_inputs(value: str | list[str] | list[int] | list[list[int]]) -> Sequence[object]:
@@ -61,10 +50,11 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     )
     data = [
         {"object": "embedding", "index": i, "embedding": e}
-        for i, e in enumerate(encode(vectors, body.encoding_format))
+        for i, e in enumerate(encode_vectors(vectors, body.encoding_format))
     ]
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
-    return json_response({"object": "list", "data": data, "model": model.name, "usage": usage})
+    return json_response(
+        {"object": "list", "data": data, "model": model.name, "usage": token_usage(result.tokens)}
+    )
 
 
 @router.post("/embed/dense", response_model=DenseResponse, tags=["Embeddings"])
@@ -82,12 +72,11 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     vectors = shape_vectors(
         result.vectors, normalize=normalize, dimensions=body.dimensions, dim=model.spec.dim
     )
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
     return json_response(
         {
             "model": model.name,
             "dim": int(vectors.shape[1]),
-            "embeddings": encode(vectors, body.encoding_format),
-            "usage": usage,
+            "embeddings": encode_vectors(vectors, body.encoding_format),
+            "usage": token_usage(result.tokens),
         }
     )

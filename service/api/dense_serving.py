@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,7 +60,3 @@ def shape_vectors(
         vectors = vectors[:, :dimensions]
         normalize = True
     return l2_normalize(vectors) if normalize else vectors
-
-
-def encode_base64(vector: Vectors) -> str:
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")

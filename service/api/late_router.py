@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_router import json_response
+from service.api.encoding import json_response, multi_vector_item, token_usage
 from service.api.inputs import as_list, check_texts, truncation
 from service.api.late_protocol import LateRequest, LateResponse, MaxSimRequest, MaxSimResponse
-from service.api.late_serving import embed_late, encode_matrix, maxsim_scores, resolve_late
+from service.api.late_serving import embed_late, maxsim_scores, resolve_late
 from service.api.rerank_serving import check_documents
 
 router = APIRouter(tags=["Late interaction"])
@@ -27,8 +27,10 @@ async def embed_late_route(body: LateRequest, request: Request) -> Response:
     result = await deps.until_disconnect(
         request, embed_late(model, queries, documents, truncate=truncate)
     )
-    embeddings = [encode_matrix(i, m, body.encoding_format) for i, m in enumerate(result.matrices)]
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    embeddings = [
+        multi_vector_item(i, m, body.encoding_format) for i, m in enumerate(result.matrices)
+    ]
+    usage = token_usage(result.tokens)
     return json_response(
         {"model": model.name, "dim": model.spec.dim, "embeddings": embeddings, "usage": usage}
     )
@@ -46,6 +48,6 @@ async def maxsim_route(body: MaxSimRequest, request: Request) -> Response:
     query, documents, tokens = await deps.until_disconnect(
         request, resolve_late(model, body.query, body.documents, truncate=truncate)
     )
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     scores = maxsim_scores(query, documents)
+    usage = token_usage(tokens)
     return json_response({"model": model and model.name, "scores": scores, "usage": usage})

@@ -6,7 +6,6 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -38,16 +37,6 @@ async def embed_late(
 
     matrices = await model.batcher.submit(prepare_items)
     return LateResult(list(matrices), counted[0] if counted else 0)
-
-
-def encode_matrix(index: int, matrix: Matrix, encoding_format: str) -> dict[str, Any]:
-    rows, dim = matrix.shape
-    embedding: str | list[list[float]]
-    if encoding_format == "base64":
-        embedding = base64.b64encode(np.asarray(matrix, dtype="<f4").tobytes()).decode("ascii")
-    else:
-        embedding = matrix.tolist()
-    return {"index": index, "tokens": rows, "shape": [rows, dim], "embedding": embedding}
 
 
 def decode_vectors(value: MultiVector, where: str) -> Matrix:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -29,15 +26,6 @@ class MultimodalInputs:
     model: str | None
     scores: bool
     encoding_format: EncodingFormat = "float"
-
-
-def multi_vector_item(index: int, matrix: MultiVectors, encoding_format: str) -> dict[str, Any]:
-    """One input's token vectors in /embed/late's item shape (base64: little-endian float32)."""
-    rows, dim = matrix.shape
-    embedding: str | list[list[float]] = matrix.tolist()
-    if encoding_format == "base64":
-        embedding = base64.b64encode(np.asarray(matrix, dtype="<f4").tobytes()).decode("ascii")
-    return {"index": index, "tokens": rows, "shape": [rows, dim], "embedding": embedding}
 
 
 async def read_multimodal_request(request: Request, settings: Settings) -> MultimodalInputs:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_router import json_response
+from service.api.encoding import json_response, token_usage
 from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
 from service.api.inputs import INPUT, INPUTS, as_list, check_texts, truncation
 from service.api.sparse_protocol import HybridRequest, HybridResponse, SparseRequest, SparseResponse
@@ -35,7 +35,7 @@ async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
         ),
     )
     embeddings = [render(vector, body.return_tokens) for vector in result.vectors]
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    usage = token_usage(result.tokens)
     return json_response({"model": model.name, "embeddings": embeddings, "usage": usage})
 
 
@@ -56,7 +56,5 @@ async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
     )
     members = [Member(name, model) for name, model in zip(names, models, strict=True)]
     rows, tokens = await deps.until_disconnect(request, embed_hybrid(members, texts, options))
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return json_response(
-        {"models": {m.name: m.model.name for m in members}, "vectors": rows, "usage": usage}
-    )
+    chosen = {m.name: m.model.name for m in members}
+    return json_response({"models": chosen, "vectors": rows, "usage": token_usage(tokens)})
