@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.api.batched import submit_counted
 from service.errors import InvalidInput
 from service.models.kinds.dense import InputType, Vectors, l2_normalize, prepare_ids, prepare_texts
 from service.models.loaded import LoadedModel
+from service.models.text import Encoded
 
 
 @dataclass(frozen=True)
@@ -26,20 +28,15 @@ async def embed(
     truncate: bool,
 ) -> DenseResult:
     """Embed texts (or pre-tokenized ids) through the model's batcher; raw pooled vectors."""
-    assert model.batcher is not None
-    counted: list[int] = []
 
-    def prepare() -> list[tuple[int, object]]:
+    def prepare() -> list[tuple[int, Encoded]]:
         if inputs and not isinstance(inputs[0], str):
             ids = [[int(token) for token in item] for item in inputs]
-            items = prepare_ids(model, ids, truncate)
-        else:
-            items = prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
-        counted.append(sum(length for length, _ in items))
-        return list(items)
+            return prepare_ids(model, ids, truncate)
+        return prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
 
-    vectors = await model.batcher.submit(prepare)
-    return DenseResult(np.stack(vectors) if vectors else _empty(model), counted[0])
+    vectors, tokens = await submit_counted(model, prepare)
+    return DenseResult(np.stack(vectors) if vectors else _empty(model), tokens)
 
 
 def _empty(model: LoadedModel) -> Vectors:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from service.api.batched import submit_counted
 from service.api.inputs import check_chars, check_count
 from service.api.late_serving import maxsim_scores, resolve_late
 from service.api.rerank_protocol import RerankDocument, RerankRequest
@@ -44,16 +45,10 @@ async def cross_encode(
     model: LoadedModel, query: str, documents: Sequence[str], *, truncate: bool
 ) -> Scored:
     """One batcher item per (query, document) pair; raw logits in request order."""
-    assert model.batcher is not None
-    counted: list[int] = []
-
-    def prepare() -> list[tuple[int, object]]:
-        items = prepare_pairs(model, query, documents, truncate)
-        counted.append(sum(length for length, _ in items))
-        return list(items)
-
-    scores = await model.batcher.submit(prepare)
-    return Scored([float(s) for s in scores], counted[0] if counted else 0)
+    scores, tokens = await submit_counted(
+        model, lambda: prepare_pairs(model, query, documents, truncate)
+    )
+    return Scored([float(s) for s in scores], tokens)
 
 
 async def score(

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from service.api.batched import lengths, submit_counted
 from service.errors import InvalidInput
 from service.models.kinds import bm25, bm42
 from service.models.kinds.sparse import InputType, SparseVector, family, prepare_texts
@@ -66,24 +67,21 @@ async def _embed_non_empty(
     if kind == "bm25":
         vectors = await asyncio.to_thread(bm25.embed, model, texts, input_type, language)
         return SparseResult(vectors, sum(len(bm25.words(text)) for text in texts))
-    counted: list[int] = []
     if kind == "bm42" and input_type == "query":
+        counted: list[int] = []
 
         def queries() -> list[SparseVector]:
             items = prepare_texts(model, texts, input_type, truncate)
-            counted.append(sum(length for length, _ in items))
+            counted.append(lengths(items))
             return bm42.query_vectors(model, [encoded for _, encoded in items])
 
         vectors = await asyncio.to_thread(queries)
         return SparseResult(vectors, counted[0])
 
-    def prepare() -> list[tuple[int, Any]]:
-        items = prepare_texts(model, texts, input_type, truncate)
-        counted.append(sum(length for length, _ in items))
-        return list(items)
-
-    assert model.batcher is not None
-    return SparseResult(list(await model.batcher.submit(prepare)), counted[0])
+    vectors, tokens = await submit_counted(
+        model, lambda: prepare_texts(model, texts, input_type, truncate)
+    )
+    return SparseResult(vectors, tokens)
 
 
 def render(vector: SparseVector, with_tokens: bool) -> dict[str, Any]:
