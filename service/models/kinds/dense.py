@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.models.kinds import Feeds, KindHandler
-from service.models.text import Encoded, encode_texts, encode_token_ids, pad_batch
+from service.models.kinds.encoded import collate, with_lengths
+from service.models.text import Encoded, encode_texts, encode_token_ids
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
@@ -55,18 +56,14 @@ def prepare_texts(
     model: LoadedModel, texts: Sequence[str], input_type: InputType | None, truncate: bool
 ) -> list[tuple[int, Encoded]]:
     encoded = encode_texts(model.encoder, with_prefix(model, texts, input_type), truncate=truncate)
-    return [(len(item), item) for item in encoded]
+    return with_lengths(encoded)
 
 
 def prepare_ids(
     model: LoadedModel, inputs: Sequence[Sequence[int]], truncate: bool
 ) -> list[tuple[int, Encoded]]:
     encoded = encode_token_ids(model.encoder, inputs, truncate=truncate)
-    return [(len(item), item) for item in encoded]
-
-
-def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
-    return dict(pad_batch(payloads, model.encoder.pad_id))
+    return with_lengths(encoded)
 
 
 def postprocess(

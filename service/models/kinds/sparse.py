@@ -18,7 +18,8 @@ import numpy.typing as npt
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
-from service.models.text import Encoded, encode_texts, pad_batch
+from service.models.kinds.encoded import collate, with_lengths
+from service.models.text import Encoded, encode_texts
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
@@ -62,11 +63,7 @@ def prepare_texts(
 ) -> list[tuple[int, Encoded]]:
     """SPLADE embeds queries and documents alike; inputs over max_length are cut there."""
     encoded = encode_texts(model.encoder, texts, truncate=truncate)
-    return [(len(item), item) for item in encoded]
-
-
-def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
-    return dict(pad_batch(payloads, model.encoder.pad_id))
+    return with_lengths(encoded)
 
 
 def postprocess(
