@@ -13,11 +13,12 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
@@ -33,6 +34,7 @@ from service.settings import Settings
 
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,", re.ASCII)
 ACCEPTED_PART_TYPES = ("application/octet-stream", "")
+Schema = TypeVar("Schema", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -45,16 +47,29 @@ class ImageRequest:
 
 async def read_image_request(request: Request, settings: Settings) -> ImageRequest:
     """Parse a JSON or multipart request into image bytes and options (415 for other types)."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("application/json", "multipart/form-data"):
-        raise UnsupportedMediaType(
-            f"content type {media_type or 'none'!r} is not accepted; send application/json with "
-            "base64 images or multipart/form-data with image files"
-        )
-    body = await request.body()  # its size is bounded by the guard (service/api/guard.py)
+    send = "application/json with base64 images or multipart/form-data with image files"
+    media_type, body = await read_body(request, send)
     if media_type == "application/json":
         return await _from_json(body, settings)
     return await _from_form(request, body, settings)
+
+
+async def read_body(request: Request, send: str) -> tuple[str, bytes]:
+    """The media type, JSON or multipart (else 415, saying what to `send`), and the body."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("application/json", "multipart/form-data"):
+        raise UnsupportedMediaType(
+            f"content type {media_type or 'none'!r} is not accepted; send {send}"
+        )
+    return media_type, await request.body()  # its size is bounded by the guard (guard.py)
+
+
+def parse_json(schema: type[Schema], body: bytes) -> Schema:
+    """The JSON body validated by `schema`; errors rendered as FastAPI's own (400)."""
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 def check_count(count: int, settings: Settings) -> None:
@@ -74,10 +89,7 @@ def _check_size(index: int, size: int, settings: Settings) -> None:
 
 
 async def _from_json(body: bytes, settings: Settings) -> ImageRequest:
-    try:
-        parsed = ImageJsonRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+    parsed = parse_json(ImageJsonRequest, body)
     check_count(len(parsed.images) + len(parsed.urls), settings)
     images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
     if parsed.urls:

@@ -6,14 +6,12 @@ import asyncio
 from dataclasses import dataclass
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from service.api.image_protocol import EncodingFormat
-from service.api.image_serving import check_count, decode_base64, read_form
+from service.api.image_serving import check_count, decode_base64, parse_json, read_body, read_form
 from service.api.inputs import QUERIES, check_texts
 from service.api.multimodal_protocol import MultimodalRequest
-from service.errors import InvalidInput, UnsupportedMediaType
+from service.errors import InvalidInput
 from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
 from service.models.loaded import LoadedModel
 from service.settings import Settings
@@ -29,18 +27,9 @@ class MultimodalInputs:
 
 
 async def read_multimodal_request(request: Request, settings: Settings) -> MultimodalInputs:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("application/json", "multipart/form-data"):
-        raise UnsupportedMediaType(
-            f"content type {media_type or 'none'!r} is not accepted; send application/json or "
-            "multipart/form-data"
-        )
-    body = await request.body()  # its size is bounded by the guard (service/api/guard.py)
+    media_type, body = await read_body(request, "application/json or multipart/form-data")
     if media_type == "application/json":
-        try:
-            parsed = MultimodalRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
+        parsed = parse_json(MultimodalRequest, body)
         if parsed.images:
             check_count(len(parsed.images), settings)
         images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
