@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from service.api import deps
 from service.api.dense_serving import embed, shape_vectors
 from service.api.encoding import encode_vectors, json_response, token_usage
-from service.api.inputs import as_list, check_texts, truncation
+from service.api.inputs import check_texts, texts_call
 from service.api.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
 from service.errors import InvalidInput
 
@@ -60,13 +60,10 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
 @router.post("/embed/dense", response_model=DenseResponse, tags=["Embeddings"])
 async def embed_dense(body: DenseRequest, request: Request) -> Response:
     """Dense embeddings with query/document prefixes, truncation and normalisation options."""
-    model = deps.pick_model(request, body.model, "dense")
-    texts = as_list(body.inputs)
-    settings = deps.settings(request)
-    check_texts(texts, settings)
-    truncate = truncation(settings, body.truncate)
+    call = texts_call(request, body, "dense")
+    model = call.model
     result = await deps.until_disconnect(
-        request, embed(model, texts, input_type=body.input_type, truncate=truncate)
+        request, embed(model, call.texts, input_type=body.input_type, truncate=call.truncate)
     )
     normalize = model.spec.normalize if body.normalize is None else body.normalize
     vectors = shape_vectors(

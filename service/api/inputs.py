@@ -1,12 +1,18 @@
-"""Request inputs that several routes share: one string or a list, the truncation choice, and
-the checks on how many inputs a request holds and how long each one is (400 or 413)."""
+"""Request inputs that several routes share: one string or a list, the truncation choice, the
+checks on how many inputs a request holds and how long each one is (400 or 413), and the
+three together with the model for the routes that embed a list of texts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from fastapi import Request
+
+from service.api import deps
 from service.errors import InvalidInput, PayloadTooLarge
+from service.models.loaded import LoadedModel
 from service.settings import Settings
 
 
@@ -61,3 +67,31 @@ def check_texts(texts: Sequence[str], settings: Settings, field: TextField = INP
         if not text and not field.empty_strings:
             raise InvalidInput(f"{field.item} {index} is an empty string", param=field.param)
         check_chars(text, f"{field.item} {index}", settings, param=field.param)
+
+
+class TextsBody(Protocol):
+    """A request body with a model, one text or a list, and a truncation choice."""
+
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def inputs(self) -> str | list[str]: ...
+    @property
+    def truncate(self) -> bool | None: ...
+
+
+@dataclass(frozen=True)
+class TextsCall:
+    model: LoadedModel
+    texts: list[str]
+    truncate: bool
+
+
+def texts_call(request: Request, body: TextsBody, kind: str, field: TextField = INPUT) -> TextsCall:
+    """The model (its 404 or 503 before any check of the texts), the texts as a checked list,
+    and the truncation to apply."""
+    model = deps.pick_model(request, body.model, kind)
+    settings = deps.settings(request)
+    texts = as_list(body.inputs)
+    check_texts(texts, settings, field)
+    return TextsCall(model, texts, truncation(settings, body.truncate))

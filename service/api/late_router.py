@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from service.api import deps
 from service.api.encoding import json_response, multi_vector_item, token_usage
-from service.api.inputs import as_list, check_texts, truncation
+from service.api.inputs import texts_call, truncation
 from service.api.late_protocol import LateRequest, LateResponse, MaxSimRequest, MaxSimResponse
 from service.api.late_serving import embed_late, maxsim_scores, resolve_late
 from service.api.rerank_serving import check_documents
@@ -18,14 +18,11 @@ router = APIRouter(tags=["Late interaction"])
 @router.post("/embed/late", response_model=LateResponse)
 async def embed_late_route(body: LateRequest, request: Request) -> Response:
     """One L2-normalised vector per token, with ColBERT's query and document rules."""
-    model = deps.pick_model(request, body.model, "late")
-    texts = as_list(body.inputs)
-    settings = deps.settings(request)
-    check_texts(texts, settings)
-    truncate = truncation(settings, body.truncate)
+    call = texts_call(request, body, "late")
+    model, texts = call.model, call.texts
     queries, documents = (texts, []) if body.input_type == "query" else ([], texts)
     result = await deps.until_disconnect(
-        request, embed_late(model, queries, documents, truncate=truncate)
+        request, embed_late(model, queries, documents, truncate=call.truncate)
     )
     embeddings = [
         multi_vector_item(i, m, body.encoding_format) for i, m in enumerate(result.matrices)

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from service.api import deps
 from service.api.encoding import json_response, token_usage
 from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
-from service.api.inputs import INPUT, INPUTS, as_list, check_texts, truncation
+from service.api.inputs import INPUT, INPUTS, as_list, check_texts, texts_call, truncation
 from service.api.sparse_protocol import HybridRequest, HybridResponse, SparseRequest, SparseResponse
 from service.api.sparse_serving import embed_sparse, render
 
@@ -19,18 +19,15 @@ router = APIRouter()
 @router.post("/embed/sparse", response_model=SparseResponse, tags=["Embeddings"])
 async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
     """Sparse vectors (indices sorted ascending); an empty input gets an empty vector."""
-    model = deps.pick_model(request, body.model, "sparse")
-    texts = as_list(body.inputs)
-    settings = deps.settings(request)
-    check_texts(texts, settings, INPUTS)
-    truncate = truncation(settings, body.truncate)
+    call = texts_call(request, body, "sparse", INPUTS)
+    model = call.model
     result = await deps.until_disconnect(
         request,
         embed_sparse(
             model,
-            texts,
+            call.texts,
             input_type=body.input_type,
-            truncate=truncate,
+            truncate=call.truncate,
             language=body.language,
         ),
     )
