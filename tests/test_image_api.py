@@ -28,6 +28,7 @@ from PIL import Image
 from service.api.guard import read_body, too_large
 from tests import image_models
 from tests.conftest import ROOT, free_port, serving
+from tests.envelope import error_of
 
 VISION = "tiny/clip-vision"
 NOT_AN_IMAGE = (
@@ -147,13 +148,6 @@ def test_text_tower_on_embed_dense_matches_pytorch_and_finds_images(
 
 
 # --- bad input: never a 500 -----------------------------------------------------------------------
-def error_of(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    return error
-
-
 def test_not_an_image(clip_client: TestClient) -> None:
     error = error_of(clip_client.post("/embed/image", files=files([b"plain text, no pixels"])), 400)
     assert error["message"] == NOT_AN_IMAGE
