@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from service.convert import cli
+from tests.exporting import convert
 
 BERT_SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -152,14 +151,6 @@ class Built:
     directory: Path  # the exported model directory
     reference: Any  # the torch module
     metadata: dict[str, Any]
-
-
-def convert(source: Path, out: Path, *args: str) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main([str(source), str(out), *args]) == 0
-    metadata: dict[str, Any] = json.loads((out / "service_model.json").read_text())
-    return metadata
 
 
 def build_colbert(root: Path) -> Built:
