@@ -9,7 +9,8 @@ import numpy as np
 
 from service.api.batched import submit_counted
 from service.errors import InvalidInput
-from service.models.kinds.dense import InputType, Vectors, l2_normalize, prepare_ids, prepare_texts
+from service.models.kinds.dense import Vectors, l2_normalize, prepare_ids, prepare_texts
+from service.models.kinds.encoded import InputType
 from service.models.loaded import LoadedModel
 from service.models.text import Encoded
 

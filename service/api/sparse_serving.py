@@ -13,7 +13,8 @@ import numpy as np
 from service.api.batched import lengths, submit_counted
 from service.errors import InvalidInput
 from service.models.kinds import bm25, bm42
-from service.models.kinds.sparse import InputType, SparseVector, family, prepare_texts
+from service.models.kinds.encoded import InputType
+from service.models.kinds.sparse import SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
 
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))

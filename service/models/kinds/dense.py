@@ -7,20 +7,19 @@ ask for raw and for unit vectors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from service.models.kinds import Feeds, KindHandler
-from service.models.kinds.encoded import collate, with_lengths
+from service.models.kinds.encoded import InputType, collate, with_lengths
 from service.models.text import Encoded, encode_texts, encode_token_ids
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
 Vectors = npt.NDArray[np.float32]
-InputType = Literal["query", "document"]
 
 
 def pool(hidden: npt.NDArray[Any], mask: npt.NDArray[np.int64], how: str) -> Vectors:

@@ -1,16 +1,19 @@
 """What the kinds whose payloads are tokenized texts (``text.Encoded``: dense, SPLADE, BM42,
-rerank) share: queue items of (token length, input), and a batch right-padded into feeds."""
+rerank) share: the side a text is on, queue items of (token length, input), and a batch
+right-padded into feeds."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from service.models.kinds import Feeds
 from service.models.text import Encoded, pad_batch
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
+
+InputType = Literal["query", "document"]  # which side of a search a text is on
 
 
 def with_lengths(encoded: Sequence[Encoded]) -> list[tuple[int, Encoded]]:

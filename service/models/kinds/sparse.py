@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,13 +18,12 @@ import numpy.typing as npt
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
-from service.models.kinds.encoded import collate, with_lengths
+from service.models.kinds.encoded import InputType, collate, with_lengths
 from service.models.text import Encoded, encode_texts
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
-InputType = Literal["query", "document"]
 FAMILIES = ("splade", "bm25", "bm42")
 
 
