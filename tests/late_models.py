@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from tests.exporting import convert
+from tests.tiny_models import bert_template
 
 BERT_SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -74,11 +75,7 @@ def save_bert_tokenizer(directory: Path) -> Tokenizer:
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
+    tokenizer.post_processor = bert_template(vocab)
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.enable_padding(length=64, pad_id=0, pad_token="[PAD]")  # as real files carry
     directory.mkdir(parents=True, exist_ok=True)

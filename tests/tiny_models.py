@@ -54,6 +54,15 @@ def vocabulary(words: Sequence[str] = WORDS) -> dict[str, int]:
     return {token: i for i, token in enumerate([*SPECIALS, *words])}
 
 
+def bert_template(vocab: dict[str, int]) -> processors.TemplateProcessing:
+    """BERT's post-processor: [CLS] A [SEP], and [CLS] A [SEP] B [SEP] with B of type 1."""
+    return processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+
+
 def write_tokenizer(
     directory: Path, words: Sequence[str] = WORDS, fixed_padding: int = 12
 ) -> Tokenizer:
@@ -63,11 +72,7 @@ def write_tokenizer(
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
+    tokenizer.post_processor = bert_template(vocab)
     tokenizer.enable_padding(length=fixed_padding, pad_id=0, pad_token="[PAD]")
     tokenizer.enable_truncation(max_length=fixed_padding)
     directory.mkdir(parents=True, exist_ok=True)
