@@ -11,7 +11,7 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -190,20 +190,28 @@ async def _read_part(index: int, part: UploadFile, settings: Settings) -> bytes:
     return await part.read()
 
 
-def _with_form_options(images: list[bytes], fields: dict[str, str]) -> ImageRequest:
-    unknown = set(fields) - {"model", "normalize", "encoding_format"}
+def check_form_fields(names: Iterable[str], allowed: set[str]) -> None:
+    unknown = set(names) - allowed
     if unknown:
         raise InvalidInput(f"unknown form fields {sorted(unknown)}", param=sorted(unknown)[0])
+
+
+def form_encoding_format(value: str) -> EncodingFormat:
+    formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
+    if value not in formats:
+        raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
+    return formats[value]
+
+
+def _with_form_options(images: list[bytes], fields: dict[str, str]) -> ImageRequest:
+    check_form_fields(fields, {"model", "normalize", "encoding_format"})
     normalize = None
     if "normalize" in fields:
         value = fields["normalize"].lower()
         if value not in ("true", "false", "1", "0"):
             raise InvalidInput("normalize must be true or false", param="normalize")
         normalize = value in ("true", "1")
-    formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
-    encoding_format = formats.get(fields.get("encoding_format", "float"))
-    if encoding_format is None:
-        raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
+    encoding_format = form_encoding_format(fields.get("encoding_format", "float"))
     return ImageRequest(images, fields.get("model") or None, normalize, encoding_format)
 
 

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from service.api.image_protocol import EncodingFormat
-from service.api.image_serving import check_count, decode_base64, parse_json, read_body, read_form
+from service.api.image_serving import (
+    check_count,
+    check_form_fields,
+    decode_base64,
+    form_encoding_format,
+    parse_json,
+    read_body,
+    read_form,
+)
 from service.api.inputs import QUERIES, check_texts
 from service.api.multimodal_protocol import MultimodalRequest
 from service.errors import InvalidInput
@@ -38,16 +46,12 @@ async def read_multimodal_request(request: Request, settings: Settings) -> Multi
         )
     else:
         images, fields = await read_form(request, body, settings, settings.max_inputs_per_request)
-        unknown = {key for key, _ in fields} - {"queries", "model", "encoding_format"}
-        if unknown:
-            raise InvalidInput(f"unknown form fields {sorted(unknown)}", param=sorted(unknown)[0])
+        check_form_fields((key for key, _ in fields), {"queries", "model", "encoding_format"})
         queries = [value for key, value in fields if key == "queries"]
         model = next((value for key, value in fields if key == "model"), None)
         wanted = next((value for key, value in fields if key == "encoding_format"), "float")
-        formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
-        if wanted not in formats:
-            raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
-        inputs = MultimodalInputs(queries, images, model or None, True, formats[wanted])
+        encoding_format = form_encoding_format(wanted)
+        inputs = MultimodalInputs(queries, images, model or None, True, encoding_format)
     check_texts(inputs.queries, settings, QUERIES)
     if not inputs.queries and not inputs.images:
         raise InvalidInput("send queries, images, or both", param="queries")
