@@ -48,9 +48,7 @@ def client(
 
 
 def expected_splade(table: np.ndarray, text: str) -> tuple[list[int], list[float]]:
-    vocab = tiny_models.vocabulary()
-    words = text.lower().split()[: tiny_models.MAX_LENGTH - 2]
-    ids = [vocab["[CLS]"], *(vocab.get(w, vocab["[UNK]"]) for w in words), vocab["[SEP]"]]
+    ids = tiny_models.token_ids(text)
     weights = np.max(np.log1p(np.maximum(table[ids], 0)), axis=0)
     indices = np.flatnonzero(weights)
     return indices.tolist(), weights[indices].tolist()

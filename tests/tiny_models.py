@@ -157,12 +157,16 @@ def build_dense_model(
     return table
 
 
+def token_ids(text: str) -> list[int]:
+    """The ids the service feeds for a text: [CLS], its words cut to MAX_LENGTH, [SEP]."""
+    vocab = vocabulary()
+    words = text.lower().split()[: MAX_LENGTH - 2]
+    return [vocab["[CLS]"], *(vocab.get(w, vocab["[UNK]"]) for w in words), vocab["[SEP]"]]
+
+
 def expected_dense(
     table: np.ndarray, text: str, *, prefix: str = "", normalize: bool = True
 ) -> np.ndarray:
     """What the tiny dense model must return for a text: mean of its token rows."""
-    vocab = vocabulary()
-    words = (prefix + text).lower().split()[: MAX_LENGTH - 2]
-    ids = [vocab["[CLS]"], *(vocab.get(w, vocab["[UNK]"]) for w in words), vocab["[SEP]"]]
-    vector = table[ids].mean(axis=0)
+    vector = table[token_ids(prefix + text)].mean(axis=0)
     return vector / np.linalg.norm(vector) if normalize else vector
