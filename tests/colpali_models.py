@@ -5,13 +5,12 @@ preprocessor_config.json, exported with the project's conversion command."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
-from service.convert import cli
+from tests.exporting import convert
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 WORDS = ["Query:", "Describe", "the", "image.", "a", "red", "cat", "chart", "of", "sales", "page"]
@@ -77,20 +76,6 @@ def build_tiny_colpali(root: Path) -> tuple[Any, Path]:
     raw = preprocessor().to_dict()
     raw["resample"] = int(raw["resample"])
     (ckpt / "preprocessor_config.json").write_text(json.dumps(raw))
-    with warnings.catch_warnings():  # torch's notices about the legacy TorchScript exporter
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", "Exporting aten::index", UserWarning)
-        argv = [
-            str(ckpt),
-            str(out),
-            "--kind",
-            "multimodal",
-            "--name",
-            "tiny/colpali",
-            "--max-length",
-            "64",
-        ]
-        assert cli.main(argv) == 0
+    convert(ckpt, out, "--kind", "multimodal", "--name", "tiny/colpali", "--max-length", "64")
     reference = ColPaliForRetrieval.from_pretrained(str(ckpt), attn_implementation="eager")
     return reference.eval(), out

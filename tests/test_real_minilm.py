@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import live_server, serving
+from tests.conftest import serving
+from tests.prod_server import live_server
 
 pytestmark = pytest.mark.slow
 NAME = "sentence-transformers/all-MiniLM-L6-v2"

@@ -20,6 +20,7 @@ from service.api import hybrid_serving
 from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid
 from tests import tiny_models
 from tests.conftest import serving
+from tests.envelope import error_of
 from tests.sparse_fixtures import BM25_DATA
 
 SPLADE = "tiny/splade"
@@ -47,18 +48,10 @@ def client(
 
 
 def expected_splade(table: np.ndarray, text: str) -> tuple[list[int], list[float]]:
-    vocab = tiny_models.vocabulary()
-    words = text.lower().split()[: tiny_models.MAX_LENGTH - 2]
-    ids = [vocab["[CLS]"], *(vocab.get(w, vocab["[UNK]"]) for w in words), vocab["[SEP]"]]
+    ids = tiny_models.token_ids(text)
     weights = np.max(np.log1p(np.maximum(table[ids], 0)), axis=0)
     indices = np.flatnonzero(weights)
     return indices.tolist(), weights[indices].tolist()
-
-
-def error_of(response: Any) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    return dict(body["error"])
 
 
 def test_splade_goes_through_the_batcher_with_exact_values(client: TestClient, tiny_splade) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import mmh3
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from fastembed.sparse.bm25 import Bm25
 
 from tests.conftest import serving
-from tests.sparse_fixtures import BM25_DATA, bench
+from tests.sparse_fixtures import BM25_DATA, assert_same, bench
 
 MODEL = "Qdrant/bm25"
 GERMAN = [
@@ -49,15 +48,6 @@ def served(client: TestClient, texts: list[str], input_type: str, **extra: objec
         assert response.status_code == 200, response.text
         result += response.json()["embeddings"]
     return result
-
-
-def assert_same(got: list[dict], expected: list[dict[int, float]]) -> None:
-    assert len(got) == len(expected)
-    for vector, want in zip(got, expected, strict=True):
-        assert vector["indices"] == sorted(want)
-        np.testing.assert_allclose(
-            vector["values"], [want[i] for i in sorted(want)], rtol=0, atol=1e-6
-        )
 
 
 def test_documents_match_fastembed(bm25_client: TestClient) -> None:

@@ -4,13 +4,19 @@ hundred bench passages; identical indices and values within 1e-6."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from fastembed.sparse.bm42 import Bm42
 
 from service.models.kinds.bm42 import merge_pieces
-from tests.sparse_fixtures import BM42_NAME, REAL_BM42, bench, built, sparse_client
+from tests.sparse_fixtures import (
+    BM42_NAME,
+    REAL_BM42,
+    assert_same,
+    bench,
+    built,
+    sparse_client,
+)
 
 __all__ = ["sparse_client"]
 EDGE = ["", "the and of", "?!... ,;", "Tokenization of unbelievably long-winded words", "x " * 600]
@@ -23,14 +29,6 @@ def served(client: TestClient, texts: list[str], input_type: str) -> list[dict]:
     )
     assert response.status_code == 200, response.text
     return list(response.json()["embeddings"])
-
-
-def assert_same(got: list[dict], expected: list[dict[int, float]]) -> None:
-    for vector, want in zip(got, expected, strict=True):
-        assert vector["indices"] == sorted(want)
-        np.testing.assert_allclose(
-            vector["values"], [want[i] for i in sorted(want)], rtol=0, atol=1e-6
-        )
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from types import ModuleType
 import pytest
 from qdrant_client import QdrantClient
 
-from tests.conftest import ROOT, live_server
+from tests.conftest import ROOT
+from tests.prod_server import live_server
 from tests.sparse_fixtures import BM25_DATA, REAL_MINILM, built
 
 pytestmark = pytest.mark.slow

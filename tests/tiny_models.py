@@ -54,6 +54,15 @@ def vocabulary(words: Sequence[str] = WORDS) -> dict[str, int]:
     return {token: i for i, token in enumerate([*SPECIALS, *words])}
 
 
+def bert_template(vocab: dict[str, int]) -> processors.TemplateProcessing:
+    """BERT's post-processor: [CLS] A [SEP], and [CLS] A [SEP] B [SEP] with B of type 1."""
+    return processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+
+
 def write_tokenizer(
     directory: Path, words: Sequence[str] = WORDS, fixed_padding: int = 12
 ) -> Tokenizer:
@@ -63,11 +72,7 @@ def write_tokenizer(
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
+    tokenizer.post_processor = bert_template(vocab)
     tokenizer.enable_padding(length=fixed_padding, pad_id=0, pad_token="[PAD]")
     tokenizer.enable_truncation(max_length=fixed_padding)
     directory.mkdir(parents=True, exist_ok=True)
@@ -152,12 +157,16 @@ def build_dense_model(
     return table
 
 
+def token_ids(text: str) -> list[int]:
+    """The ids the service feeds for a text: [CLS], its words cut to MAX_LENGTH, [SEP]."""
+    vocab = vocabulary()
+    words = text.lower().split()[: MAX_LENGTH - 2]
+    return [vocab["[CLS]"], *(vocab.get(w, vocab["[UNK]"]) for w in words), vocab["[SEP]"]]
+
+
 def expected_dense(
     table: np.ndarray, text: str, *, prefix: str = "", normalize: bool = True
 ) -> np.ndarray:
     """What the tiny dense model must return for a text: mean of its token rows."""
-    vocab = vocabulary()
-    words = (prefix + text).lower().split()[: MAX_LENGTH - 2]
-    ids = [vocab["[CLS]"], *(vocab.get(w, vocab["[UNK]"]) for w in words), vocab["[SEP]"]]
-    vector = table[ids].mean(axis=0)
+    vector = table[token_ids(prefix + text)].mean(axis=0)
     return vector / np.linalg.norm(vector) if normalize else vector

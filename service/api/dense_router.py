@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_serving import check_count, check_texts, embed, encode_base64, shape_vectors
+from service.api.dense_serving import embed, shape_vectors
+from service.api.encoding import encode_vectors, json_response, token_usage
+from service.api.inputs import check_count, check_texts, texts_call
 from service.api.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
 from service.errors import InvalidInput
-from service.models.kinds.dense import Vectors
 
 router = APIRouter()
-
-
-def json_response(body: object) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-
-def as_list(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else value
-
-
-def encode(vectors: Vectors, encoding_format: str) -> list[str] | list[list[float]]:
-    if encoding_format == "base64":
-        return [encode_base64(vector) for vector in vectors]
-    return vectors.tolist()  # type: ignore[no-any-return]
 
 
 def _openai_inputs(value: str | list[str] | list[int] | list[list[int]]) -> Sequence[object]:
@@ -53,7 +39,8 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     if isinstance(inputs[0], str):
         check_texts(inputs, settings)  # type: ignore[arg-type]
     else:
-        check_count(len(inputs), settings)
+        limit = settings.max_inputs_per_request
+        check_count(len(inputs), limit, items="inputs", param="input", empty=None)
     result = await deps.until_disconnect(
         request,
         embed(model, inputs, input_type=None, truncate=settings.truncate),  # type: ignore[arg-type]
@@ -66,33 +53,30 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     )
     data = [
         {"object": "embedding", "index": i, "embedding": e}
-        for i, e in enumerate(encode(vectors, body.encoding_format))
+        for i, e in enumerate(encode_vectors(vectors, body.encoding_format))
     ]
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
-    return json_response({"object": "list", "data": data, "model": model.name, "usage": usage})
+    return json_response(
+        {"object": "list", "data": data, "model": model.name, "usage": token_usage(result.tokens)}
+    )
 
 
 @router.post("/embed/dense", response_model=DenseResponse, tags=["Embeddings"])
 async def embed_dense(body: DenseRequest, request: Request) -> Response:
     """Dense embeddings with query/document prefixes, truncation and normalisation options."""
-    model = deps.pick_model(request, body.model, "dense")
-    texts = as_list(body.inputs)
-    settings = deps.settings(request)
-    check_texts(texts, settings)
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    call = texts_call(request, body, "dense")
+    model = call.model
     result = await deps.until_disconnect(
-        request, embed(model, texts, input_type=body.input_type, truncate=truncate)
+        request, embed(model, call.texts, input_type=body.input_type, truncate=call.truncate)
     )
     normalize = model.spec.normalize if body.normalize is None else body.normalize
     vectors = shape_vectors(
         result.vectors, normalize=normalize, dimensions=body.dimensions, dim=model.spec.dim
     )
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
     return json_response(
         {
             "model": model.name,
             "dim": int(vectors.shape[1]),
-            "embeddings": encode(vectors, body.encoding_format),
-            "usage": usage,
+            "embeddings": encode_vectors(vectors, body.encoding_format),
+            "usage": token_usage(result.tokens),
         }
     )

@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import InvalidInput, PayloadTooLarge
-from service.models.kinds.dense import InputType, Vectors, l2_normalize, prepare_ids, prepare_texts
+from service.api.batched import submit_counted
+from service.errors import InvalidInput
+from service.models.kinds.dense import Vectors, l2_normalize, prepare_ids, prepare_texts
+from service.models.kinds.encoded import InputType
 from service.models.loaded import LoadedModel
-from service.settings import Settings
+from service.models.text import Encoded
 
 
 @dataclass(frozen=True)
 class DenseResult:
     vectors: Vectors  # (n, dim) float32
     tokens: int
-
-
-def check_count(count: int, settings: Settings) -> None:
-    if count == 0:
-        raise InvalidInput("input must not be empty", param="input")
-    if count > settings.max_inputs_per_request:
-        raise InvalidInput(
-            f"{count} inputs in one request; the limit is {settings.max_inputs_per_request}",
-            param="input",
-        )
-
-
-def check_texts(texts: Sequence[str], settings: Settings) -> None:
-    check_count(len(texts), settings)
-    for index, text in enumerate(texts):
-        if not text:
-            raise InvalidInput(f"input {index} is an empty string", param="input")
-        if len(text) > settings.max_input_chars:
-            raise PayloadTooLarge(
-                f"input {index} has {len(text)} characters; "
-                f"the limit is {settings.max_input_chars}",
-                param="input",
-            )
 
 
 async def embed(
@@ -51,20 +29,15 @@ async def embed(
     truncate: bool,
 ) -> DenseResult:
     """Embed texts (or pre-tokenized ids) through the model's batcher; raw pooled vectors."""
-    assert model.batcher is not None
-    counted: list[int] = []
 
-    def prepare() -> list[tuple[int, object]]:
+    def prepare() -> list[tuple[int, Encoded]]:
         if inputs and not isinstance(inputs[0], str):
             ids = [[int(token) for token in item] for item in inputs]
-            items = prepare_ids(model, ids, truncate)
-        else:
-            items = prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
-        counted.append(sum(length for length, _ in items))
-        return list(items)
+            return prepare_ids(model, ids, truncate)
+        return prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
 
-    vectors = await model.batcher.submit(prepare)
-    return DenseResult(np.stack(vectors) if vectors else _empty(model), counted[0])
+    vectors, tokens = await submit_counted(model, prepare)
+    return DenseResult(np.stack(vectors) if vectors else _empty(model), tokens)
 
 
 def _empty(model: LoadedModel) -> Vectors:
@@ -85,7 +58,3 @@ def shape_vectors(
         vectors = vectors[:, :dimensions]
         normalize = True
     return l2_normalize(vectors) if normalize else vectors
-
-
-def encode_base64(vector: Vectors) -> str:
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")

@@ -13,7 +13,7 @@ from service.api.dense_serving import embed as embed_dense
 from service.api.dense_serving import shape_vectors
 from service.api.sparse_serving import embed_sparse, render
 from service.errors import InvalidInput
-from service.models.kinds.sparse import InputType
+from service.models.kinds.encoded import InputType
 from service.models.loaded import LoadedModel
 
 

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api import deps
-from service.api.dense_serving import encode_base64, shape_vectors
+from service.api.dense_serving import shape_vectors
+from service.api.encoding import encode_vectors
 from service.api.image_protocol import OPENAPI_BODY, ImageResponse
 from service.api.image_serving import embed_images, read_image_request
 
@@ -24,13 +25,11 @@ async def embed_image(request: Request) -> JSONResponse:
     raw = await deps.until_disconnect(request, embed_images(model, body.images, settings))
     normalize = model.spec.normalize if body.normalize is None else body.normalize
     vectors = shape_vectors(raw, normalize=normalize, dimensions=None, dim=model.spec.dim)
-    base64 = body.encoding_format == "base64"
-    embeddings = [encode_base64(v) for v in vectors] if base64 else vectors.tolist()
     return JSONResponse(
         {
             "model": model.name,
             "dim": int(vectors.shape[1]),
-            "embeddings": embeddings,
+            "embeddings": encode_vectors(vectors, body.encoding_format),
             "usage": {"images": len(body.images)},
         }
     )

@@ -11,17 +11,19 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
+from service.api import inputs
 from service.api.image_fetch import FetchPolicy, fetch_image
 from service.api.image_protocol import EncodingFormat, ImageJsonRequest
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -32,6 +34,7 @@ from service.settings import Settings
 
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,", re.ASCII)
 ACCEPTED_PART_TYPES = ("application/octet-stream", "")
+Schema = TypeVar("Schema", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -44,26 +47,36 @@ class ImageRequest:
 
 async def read_image_request(request: Request, settings: Settings) -> ImageRequest:
     """Parse a JSON or multipart request into image bytes and options (415 for other types)."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("application/json", "multipart/form-data"):
-        raise UnsupportedMediaType(
-            f"content type {media_type or 'none'!r} is not accepted; send application/json with "
-            "base64 images or multipart/form-data with image files"
-        )
-    body = await request.body()  # its size is bounded by the guard (service/api/guard.py)
+    send = "application/json with base64 images or multipart/form-data with image files"
+    media_type, body = await read_body(request, send)
     if media_type == "application/json":
         return await _from_json(body, settings)
     return await _from_form(request, body, settings)
 
 
-def check_count(count: int, settings: Settings) -> None:
-    if count == 0:
-        raise InvalidInput("no images in the request", param="images")
-    if count > settings.image_max_images:
-        raise InvalidInput(
-            f"{count} images in one request; the limit is {settings.image_max_images}",
-            param="images",
+async def read_body(request: Request, send: str) -> tuple[str, bytes]:
+    """The media type, JSON or multipart (else 415, saying what to `send`), and the body."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("application/json", "multipart/form-data"):
+        raise UnsupportedMediaType(
+            f"content type {media_type or 'none'!r} is not accepted; send {send}"
         )
+    return media_type, await request.body()  # its size is bounded by the guard (guard.py)
+
+
+def parse_json(schema: type[Schema], body: bytes) -> Schema:
+    """The JSON body validated by `schema`; errors rendered as FastAPI's own (400)."""
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def check_count(count: int, settings: Settings) -> None:
+    limit = settings.image_max_images
+    inputs.check_count(
+        count, limit, items="images", param="images", empty="no images in the request"
+    )
 
 
 def _check_size(index: int, size: int, settings: Settings) -> None:
@@ -76,10 +89,7 @@ def _check_size(index: int, size: int, settings: Settings) -> None:
 
 
 async def _from_json(body: bytes, settings: Settings) -> ImageRequest:
-    try:
-        parsed = ImageJsonRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+    parsed = parse_json(ImageJsonRequest, body)
     check_count(len(parsed.images) + len(parsed.urls), settings)
     images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
     if parsed.urls:
@@ -180,20 +190,28 @@ async def _read_part(index: int, part: UploadFile, settings: Settings) -> bytes:
     return await part.read()
 
 
-def _with_form_options(images: list[bytes], fields: dict[str, str]) -> ImageRequest:
-    unknown = set(fields) - {"model", "normalize", "encoding_format"}
+def check_form_fields(names: Iterable[str], allowed: set[str]) -> None:
+    unknown = set(names) - allowed
     if unknown:
         raise InvalidInput(f"unknown form fields {sorted(unknown)}", param=sorted(unknown)[0])
+
+
+def form_encoding_format(value: str) -> EncodingFormat:
+    formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
+    if value not in formats:
+        raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
+    return formats[value]
+
+
+def _with_form_options(images: list[bytes], fields: dict[str, str]) -> ImageRequest:
+    check_form_fields(fields, {"model", "normalize", "encoding_format"})
     normalize = None
     if "normalize" in fields:
         value = fields["normalize"].lower()
         if value not in ("true", "false", "1", "0"):
             raise InvalidInput("normalize must be true or false", param="normalize")
         normalize = value in ("true", "1")
-    formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
-    encoding_format = formats.get(fields.get("encoding_format", "float"))
-    if encoding_format is None:
-        raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
+    encoding_format = form_encoding_format(fields.get("encoding_format", "float"))
     return ImageRequest(images, fields.get("model") or None, normalize, encoding_format)
 
 

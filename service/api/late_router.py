@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_router import as_list, json_response
-from service.api.dense_serving import check_texts
+from service.api.encoding import json_response, multi_vector_item, token_usage
+from service.api.inputs import texts_call, truncation
 from service.api.late_protocol import LateRequest, LateResponse, MaxSimRequest, MaxSimResponse
-from service.api.late_serving import embed_late, encode_matrix, maxsim_scores, resolve_late
+from service.api.late_serving import embed_late, maxsim_scores, resolve_late
 from service.api.rerank_serving import check_documents
 
 router = APIRouter(tags=["Late interaction"])
@@ -18,17 +18,16 @@ router = APIRouter(tags=["Late interaction"])
 @router.post("/embed/late", response_model=LateResponse)
 async def embed_late_route(body: LateRequest, request: Request) -> Response:
     """One L2-normalised vector per token, with ColBERT's query and document rules."""
-    model = deps.pick_model(request, body.model, "late")
-    texts = as_list(body.inputs)
-    settings = deps.settings(request)
-    check_texts(texts, settings)
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    call = texts_call(request, body, "late")
+    model, texts = call.model, call.texts
     queries, documents = (texts, []) if body.input_type == "query" else ([], texts)
     result = await deps.until_disconnect(
-        request, embed_late(model, queries, documents, truncate=truncate)
+        request, embed_late(model, queries, documents, truncate=call.truncate)
     )
-    embeddings = [encode_matrix(i, m, body.encoding_format) for i, m in enumerate(result.matrices)]
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    embeddings = [
+        multi_vector_item(i, m, body.encoding_format) for i, m in enumerate(result.matrices)
+    ]
+    usage = token_usage(result.tokens)
     return json_response(
         {"model": model.name, "dim": model.spec.dim, "embeddings": embeddings, "usage": usage}
     )
@@ -42,10 +41,10 @@ async def maxsim_route(body: MaxSimRequest, request: Request) -> Response:
     texts = check_documents(body.query, body.documents, settings)
     needs_model = bool(texts) or isinstance(body.query, str)
     model = deps.pick_model(request, body.model, "late") if needs_model else None
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    truncate = truncation(settings, body.truncate)
     query, documents, tokens = await deps.until_disconnect(
         request, resolve_late(model, body.query, body.documents, truncate=truncate)
     )
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     scores = maxsim_scores(query, documents)
+    usage = token_usage(tokens)
     return json_response({"model": model and model.name, "scores": scores, "usage": usage})

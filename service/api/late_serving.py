@@ -6,13 +6,13 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from service.api.batched import Items, submit_counted
 from service.api.late_protocol import MultiVector
 from service.errors import InvalidInput
-from service.models.kinds.late import Matrix, maxsim, prepare
+from service.models.kinds.late import LateItem, Matrix, maxsim, prepare
 from service.models.loaded import LoadedModel
 
 
@@ -26,28 +26,19 @@ async def embed_late(
     model: LoadedModel, queries: Sequence[str], documents: Sequence[str], *, truncate: bool
 ) -> LateResult:
     """Embed queries and documents in one batcher request; matrices in that order."""
-    assert model.batcher is not None
-    counted: list[int] = []
 
-    def prepare_items() -> list[tuple[int, object]]:
+    def prepare_items() -> list[tuple[int, LateItem]]:
         items = prepare(model, queries, "query", truncate) if queries else []
         if documents:
             items += prepare(model, documents, "document", truncate)
-        counted.append(sum(item.tokens for _, item in items))
-        return list(items)
+        return items
 
-    matrices = await model.batcher.submit(prepare_items)
-    return LateResult(list(matrices), counted[0] if counted else 0)
+    matrices, tokens = await submit_counted(model, prepare_items, real_tokens)
+    return LateResult(matrices, tokens)
 
 
-def encode_matrix(index: int, matrix: Matrix, encoding_format: str) -> dict[str, Any]:
-    rows, dim = matrix.shape
-    embedding: str | list[list[float]]
-    if encoding_format == "base64":
-        embedding = base64.b64encode(np.asarray(matrix, dtype="<f4").tobytes()).decode("ascii")
-    else:
-        embedding = matrix.tolist()
-    return {"index": index, "tokens": rows, "shape": [rows, dim], "embedding": embedding}
+def real_tokens(items: Items) -> int:
+    return sum(item.tokens for _, item in items)
 
 
 def decode_vectors(value: MultiVector, where: str) -> Matrix:

@@ -6,12 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api import deps
+from service.api.encoding import multi_vector_item
 from service.api.multimodal_protocol import MultimodalRequest, MultimodalResponse
-from service.api.multimodal_serving import (
-    embed_multimodal,
-    multi_vector_item,
-    read_multimodal_request,
-)
+from service.api.multimodal_serving import embed_multimodal, read_multimodal_request
 from service.models.kinds.multimodal import maxsim
 
 router = APIRouter()

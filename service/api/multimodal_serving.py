@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from service.api.image_protocol import EncodingFormat
-from service.api.image_serving import check_count, decode_base64, read_form
+from service.api.image_serving import (
+    check_count,
+    check_form_fields,
+    decode_base64,
+    form_encoding_format,
+    parse_json,
+    read_body,
+    read_form,
+)
+from service.api.inputs import QUERIES, check_texts
 from service.api.multimodal_protocol import MultimodalRequest
-from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidInput
 from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
 from service.models.loaded import LoadedModel
 from service.settings import Settings
@@ -31,28 +34,10 @@ class MultimodalInputs:
     encoding_format: EncodingFormat = "float"
 
 
-def multi_vector_item(index: int, matrix: MultiVectors, encoding_format: str) -> dict[str, Any]:
-    """One input's token vectors in /embed/late's item shape (base64: little-endian float32)."""
-    rows, dim = matrix.shape
-    embedding: str | list[list[float]] = matrix.tolist()
-    if encoding_format == "base64":
-        embedding = base64.b64encode(np.asarray(matrix, dtype="<f4").tobytes()).decode("ascii")
-    return {"index": index, "tokens": rows, "shape": [rows, dim], "embedding": embedding}
-
-
 async def read_multimodal_request(request: Request, settings: Settings) -> MultimodalInputs:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("application/json", "multipart/form-data"):
-        raise UnsupportedMediaType(
-            f"content type {media_type or 'none'!r} is not accepted; send application/json or "
-            "multipart/form-data"
-        )
-    body = await request.body()  # its size is bounded by the guard (service/api/guard.py)
+    media_type, body = await read_body(request, "application/json or multipart/form-data")
     if media_type == "application/json":
-        try:
-            parsed = MultimodalRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
+        parsed = parse_json(MultimodalRequest, body)
         if parsed.images:
             check_count(len(parsed.images), settings)
         images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
@@ -61,38 +46,16 @@ async def read_multimodal_request(request: Request, settings: Settings) -> Multi
         )
     else:
         images, fields = await read_form(request, body, settings, settings.max_inputs_per_request)
-        unknown = {key for key, _ in fields} - {"queries", "model", "encoding_format"}
-        if unknown:
-            raise InvalidInput(f"unknown form fields {sorted(unknown)}", param=sorted(unknown)[0])
+        check_form_fields((key for key, _ in fields), {"queries", "model", "encoding_format"})
         queries = [value for key, value in fields if key == "queries"]
         model = next((value for key, value in fields if key == "model"), None)
         wanted = next((value for key, value in fields if key == "encoding_format"), "float")
-        formats: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
-        if wanted not in formats:
-            raise InvalidInput("encoding_format must be float or base64", param="encoding_format")
-        inputs = MultimodalInputs(queries, images, model or None, True, formats[wanted])
-    _check_queries(inputs.queries, settings)
+        encoding_format = form_encoding_format(wanted)
+        inputs = MultimodalInputs(queries, images, model or None, True, encoding_format)
+    check_texts(inputs.queries, settings, QUERIES)
     if not inputs.queries and not inputs.images:
         raise InvalidInput("send queries, images, or both", param="queries")
     return inputs
-
-
-def _check_queries(queries: Sequence[str], settings: Settings) -> None:
-    if len(queries) > settings.max_inputs_per_request:
-        raise InvalidInput(
-            f"{len(queries)} queries in one request; the limit is "
-            f"{settings.max_inputs_per_request}",
-            param="queries",
-        )
-    for index, text in enumerate(queries):
-        if not text:
-            raise InvalidInput(f"query {index} is an empty string", param="queries")
-        if len(text) > settings.max_input_chars:
-            raise PayloadTooLarge(
-                f"query {index} has {len(text)} characters; the limit is "
-                f"{settings.max_input_chars}",
-                param="queries",
-            )
 
 
 async def embed_multimodal(

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_router import json_response
+from service.api.encoding import json_response, token_usage
+from service.api.inputs import truncation
 from service.api.rerank_protocol import RerankRequest, RerankResponse
 from service.api.rerank_serving import check_documents, check_top_n, results, score
 
@@ -21,8 +22,8 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
     settings = deps.settings(request)
     texts = check_documents(body.query, body.documents, settings)
     check_top_n(body.top_n)
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    truncate = truncation(settings, body.truncate)
     scored = await deps.until_disconnect(request, score(model, body, texts, truncate))
-    usage = {"prompt_tokens": scored.tokens, "total_tokens": scored.tokens}
     rows = results(scored, texts, body.top_n, body.return_documents)
+    usage = token_usage(scored.tokens)
     return json_response({"model": model.name, "results": rows, "usage": usage})

@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from service.api.batched import submit_counted
+from service.api.inputs import check_chars, check_count
 from service.api.late_serving import maxsim_scores, resolve_late
 from service.api.rerank_protocol import RerankDocument, RerankRequest
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import InvalidInput
 from service.models.kinds.rerank import prepare_pairs, sigmoid
 from service.models.loaded import LoadedModel
 from service.settings import Settings
@@ -27,40 +29,26 @@ def check_documents(query: object, documents: Sequence[object], settings: Settin
     """Validate a query and its documents; return the documents given as text."""
     if isinstance(query, str) and not query.strip():
         raise InvalidInput("query must not be empty", param="query")
-    if not documents:
-        raise InvalidInput("documents must not be empty", param="documents")
-    if len(documents) > settings.max_inputs_per_request:
-        raise InvalidInput(
-            f"{len(documents)} documents in one request; the limit is "
-            f"{settings.max_inputs_per_request}",
-            param="documents",
-        )
+    limit = settings.max_inputs_per_request
+    empty = "documents must not be empty"
+    check_count(len(documents), limit, items="documents", param="documents", empty=empty)
     texts = [doc.text if isinstance(doc, RerankDocument) else doc for doc in documents]
-    strings = [text for text in texts if isinstance(text, str)]
-    for index, text in enumerate([query, *texts]):
-        if isinstance(text, str) and len(text) > settings.max_input_chars:
-            where = "query" if index == 0 else f"document {index - 1}"
-            raise PayloadTooLarge(
-                f"{where} has {len(text)} characters; the limit is {settings.max_input_chars}",
-                param="query" if index == 0 else "documents",
-            )
-    return strings
+    if isinstance(query, str):
+        check_chars(query, "query", settings, param="query")
+    for index, text in enumerate(texts):
+        if isinstance(text, str):
+            check_chars(text, f"document {index}", settings, param="documents")
+    return [text for text in texts if isinstance(text, str)]
 
 
 async def cross_encode(
     model: LoadedModel, query: str, documents: Sequence[str], *, truncate: bool
 ) -> Scored:
     """One batcher item per (query, document) pair; raw logits in request order."""
-    assert model.batcher is not None
-    counted: list[int] = []
-
-    def prepare() -> list[tuple[int, object]]:
-        items = prepare_pairs(model, query, documents, truncate)
-        counted.append(sum(length for length, _ in items))
-        return list(items)
-
-    scores = await model.batcher.submit(prepare)
-    return Scored([float(s) for s in scores], counted[0] if counted else 0)
+    scores, tokens = await submit_counted(
+        model, lambda: prepare_pairs(model, query, documents, truncate)
+    )
+    return Scored([float(s) for s in scores], tokens)
 
 
 async def score(

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.protocol import Usage
-
-InputType = Literal["query", "document"]
+from service.api.protocol import InputType, Usage
 
 
 class SparseRequest(BaseModel):

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api import deps
-from service.api.dense_router import as_list, json_response
-from service.api.dense_serving import check_texts
+from service.api.encoding import json_response, token_usage
 from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
+from service.api.inputs import INPUT, INPUTS, as_list, check_texts, texts_call, truncation
 from service.api.sparse_protocol import HybridRequest, HybridResponse, SparseRequest, SparseResponse
-from service.api.sparse_serving import check_inputs, embed_sparse, render
+from service.api.sparse_serving import embed_sparse, render
 
 router = APIRouter()
 
@@ -19,23 +19,20 @@ router = APIRouter()
 @router.post("/embed/sparse", response_model=SparseResponse, tags=["Embeddings"])
 async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
     """Sparse vectors (indices sorted ascending); an empty input gets an empty vector."""
-    model = deps.pick_model(request, body.model, "sparse")
-    texts = as_list(body.inputs)
-    settings = deps.settings(request)
-    check_inputs(texts, settings)
-    truncate = settings.truncate if body.truncate is None else body.truncate
+    call = texts_call(request, body, "sparse", INPUTS)
+    model = call.model
     result = await deps.until_disconnect(
         request,
         embed_sparse(
             model,
-            texts,
+            call.texts,
             input_type=body.input_type,
-            truncate=truncate,
+            truncate=call.truncate,
             language=body.language,
         ),
     )
     embeddings = [render(vector, body.return_tokens) for vector in result.vectors]
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    usage = token_usage(result.tokens)
     return json_response({"model": model.name, "embeddings": embeddings, "usage": usage})
 
 
@@ -47,16 +44,14 @@ async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
     names = vector_names(models, [given for _, given in asked])
     texts = as_list(body.inputs)
     settings = deps.settings(request)
-    (check_texts if any(m.spec.kind == "dense" for m in models) else check_inputs)(texts, settings)
+    check_texts(texts, settings, INPUT if any(m.spec.kind == "dense" for m in models) else INPUTS)
     options = HybridOptions(
         body.input_type,
-        settings.truncate if body.truncate is None else body.truncate,
+        truncation(settings, body.truncate),
         body.language,
         body.return_tokens,
     )
     members = [Member(name, model) for name, model in zip(names, models, strict=True)]
     rows, tokens = await deps.until_disconnect(request, embed_hybrid(members, texts, options))
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return json_response(
-        {"models": {m.name: m.model.name for m in members}, "vectors": rows, "usage": usage}
-    )
+    chosen = {m.name: m.model.name for m in members}
+    return json_response({"models": chosen, "vectors": rows, "usage": token_usage(tokens)})

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.api.batched import lengths, submit_counted
+from service.errors import InvalidInput
 from service.models.kinds import bm25, bm42
-from service.models.kinds.sparse import InputType, SparseVector, family, prepare_texts
+from service.models.kinds.encoded import InputType
+from service.models.kinds.sparse import SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
-from service.settings import Settings
 
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
@@ -23,24 +24,6 @@ EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 class SparseResult:
     vectors: list[SparseVector]
     tokens: int
-
-
-def check_inputs(texts: Sequence[str], settings: Settings) -> None:
-    """Empty strings are allowed here (they get an empty vector); counts and sizes are not."""
-    if not texts:
-        raise InvalidInput("inputs must not be empty", param="inputs")
-    if len(texts) > settings.max_inputs_per_request:
-        raise InvalidInput(
-            f"{len(texts)} inputs in one request; the limit is {settings.max_inputs_per_request}",
-            param="inputs",
-        )
-    for index, text in enumerate(texts):
-        if len(text) > settings.max_input_chars:
-            raise PayloadTooLarge(
-                f"input {index} has {len(text)} characters; "
-                f"the limit is {settings.max_input_chars}",
-                param="inputs",
-            )
 
 
 def check_language(model: LoadedModel, language: str | None) -> None:
@@ -85,24 +68,21 @@ async def _embed_non_empty(
     if kind == "bm25":
         vectors = await asyncio.to_thread(bm25.embed, model, texts, input_type, language)
         return SparseResult(vectors, sum(len(bm25.words(text)) for text in texts))
-    counted: list[int] = []
     if kind == "bm42" and input_type == "query":
+        counted: list[int] = []
 
         def queries() -> list[SparseVector]:
             items = prepare_texts(model, texts, input_type, truncate)
-            counted.append(sum(length for length, _ in items))
+            counted.append(lengths(items))
             return bm42.query_vectors(model, [encoded for _, encoded in items])
 
         vectors = await asyncio.to_thread(queries)
         return SparseResult(vectors, counted[0])
 
-    def prepare() -> list[tuple[int, Any]]:
-        items = prepare_texts(model, texts, input_type, truncate)
-        counted.append(sum(length for length, _ in items))
-        return list(items)
-
-    assert model.batcher is not None
-    return SparseResult(list(await model.batcher.submit(prepare)), counted[0])
+    vectors, tokens = await submit_counted(
+        model, lambda: prepare_texts(model, texts, input_type, truncate)
+    )
+    return SparseResult(vectors, tokens)
 
 
 def render(vector: SparseVector, with_tokens: bool) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from py_rust_stemmers import SnowballStemmer
 from service.errors import InvalidInput
 from service.models.catalogue import ModelSpec
 from service.models.kinds import KindHandler
-from service.models.kinds.sparse import InputType, SparseVector
+from service.models.kinds.encoded import InputType
+from service.models.kinds.sparse import SparseVector
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel

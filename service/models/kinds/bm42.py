@@ -22,7 +22,8 @@ import numpy.typing as npt
 from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
 from service.models.kinds.bm25 import stemmer, token_id
-from service.models.kinds.sparse import SparseVector, collate, prepare_texts
+from service.models.kinds.encoded import collate
+from service.models.kinds.sparse import SparseVector, warmup  # SPLADE's: the same texts
 from service.models.text import Encoded
 
 if TYPE_CHECKING:
@@ -119,11 +120,6 @@ def postprocess(
     attention = outputs[names.index(model.resources.attention_output)]
     pooled = np.mean(attention[:, :, 0], axis=1) * feeds["attention_mask"]
     return [document_vector(model, item, pooled[row]) for row, item in enumerate(payloads)]
-
-
-def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
-    texts = ["warm up", "a longer sentence to warm the session " * 4]
-    return prepare_texts(model, texts, None, truncate=True)
 
 
 HANDLER = KindHandler(

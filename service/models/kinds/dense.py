@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,13 +16,14 @@ import numpy.typing as npt
 from service.models.buffers import PadBuffers
 from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
-from service.models.text import Encoded, encode_texts, encode_token_ids, pad_batch
+from service.models.kinds.encoded import InputType, with_lengths
+from service.models.kinds.encoded import collate as encoded_collate
+from service.models.text import Encoded, encode_texts, encode_token_ids
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
 Vectors = npt.NDArray[np.float32]
-InputType = Literal["query", "document"]
 
 
 def pool(hidden: npt.NDArray[Any], mask: npt.NDArray[np.int64], how: str) -> Vectors:
@@ -58,20 +59,20 @@ def prepare_texts(
     model: LoadedModel, texts: Sequence[str], input_type: InputType | None, truncate: bool
 ) -> list[tuple[int, Encoded]]:
     encoded = encode_texts(model.encoder, with_prefix(model, texts, input_type), truncate=truncate)
-    return [(len(item), item) for item in encoded]
+    return with_lengths(encoded)
 
 
 def prepare_ids(
     model: LoadedModel, inputs: Sequence[Sequence[int]], truncate: bool
 ) -> list[tuple[int, Encoded]]:
     encoded = encode_token_ids(model.encoder, inputs, truncate=truncate)
-    return [(len(item), item) for item in encoded]
+    return with_lengths(encoded)
 
 
 def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
     if isinstance(model.resources, PadBuffers):  # reused per worker thread (buffers.py)
         return dict(model.resources.pad(payloads, model.encoder.pad_id))
-    return dict(pad_batch(payloads, model.encoder.pad_id))
+    return encoded_collate(model, payloads)
 
 
 def postprocess(

@@ -15,7 +15,8 @@ import numpy.typing as npt
 
 from service.errors import PayloadTooLarge
 from service.models.kinds import Feeds, KindHandler
-from service.models.text import Encoded, TextEncoder, encode_pairs, pad_batch
+from service.models.kinds.encoded import collate, with_lengths
+from service.models.text import Encoded, TextEncoder, encode_pairs
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
@@ -52,11 +53,7 @@ def prepare_pairs(
     except PayloadTooLarge as exc:
         message = exc.message.replace("input", "document", 1)
         raise PayloadTooLarge(message, param="documents") from None
-    return [(len(item), item) for item in encoded]
-
-
-def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
-    return dict(pad_batch(payloads, model.encoder.pad_id))
+    return with_lengths(encoded)
 
 
 def postprocess(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,12 +18,12 @@ import numpy.typing as npt
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
-from service.models.text import Encoded, encode_texts, pad_batch
+from service.models.kinds.encoded import InputType, collate, with_lengths
+from service.models.text import Encoded, encode_texts
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
-InputType = Literal["query", "document"]
 FAMILIES = ("splade", "bm25", "bm42")
 
 
@@ -62,11 +62,7 @@ def prepare_texts(
 ) -> list[tuple[int, Encoded]]:
     """SPLADE embeds queries and documents alike; inputs over max_length are cut there."""
     encoded = encode_texts(model.encoder, texts, truncate=truncate)
-    return [(len(item), item) for item in encoded]
-
-
-def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
-    return dict(pad_batch(payloads, model.encoder.pad_id))
+    return with_lengths(encoded)
 
 
 def postprocess(
