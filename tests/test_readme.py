@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from service.ops.settings_doc import BEGIN, END, table
-from tests.conftest import ROOT, live_server
+from tests.conftest import ROOT
+from tests.prod_server import live_server
 
 README = (ROOT / "README.md").read_text()
 NAME = "sentence-transformers/all-MiniLM-L6-v2"
