@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     replicas: int = Field(0, ge=0)
     """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one on a GPU; on
     CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else
-    isqrt(cores) threads as the cores hold (docs/scaling.md)."""
+    max(2, isqrt(cores)) threads as the cores hold (docs/scaling.md)."""
     graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"
     """Which ONNX graph of a converted model directory to load; auto takes the variant the
     conversion recorded as default for the execution provider."""
@@ -134,7 +134,8 @@ class Settings(BaseSettings):
     # --- scaling: replicas, GPU batches, shape warming (issue 9, docs/scaling.md) -------------
     cpu_threads_per_replica: int = Field(0, ge=0)
     """With replicas=0 on CPU: one session per this many cores; 0: the integer square root of
-    the cores (measured best: 4 x 4 threads on 16 cores, 2 x 1 on 2; docs/scaling.md)."""
+    the cores, at least 2 (measured best: 4 x 4 threads on 16 cores, 1 x 2 on 2 when served;
+    docs/scaling.md)."""
     gpu_max_batch_items: int = Field(1024, ge=1)
     """Most inputs in one inference batch of a dense model on CUDA (max_batch_items there)."""
     gpu_max_batch_tokens: int = Field(65536, ge=1)

@@ -163,8 +163,8 @@ def test_a_pad_multiple_does_not_change_the_vectors(tiny_dense: tuple[Path, np.n
 
 
 def test_replica_count_and_the_gpu_batch_profile() -> None:
-    auto = Settings(replicas=0)  # sessions of isqrt(cores) threads: the measured best splits
-    assert [replica_count(auto, CPU, cores=n) for n in (1, 2, 4, 8, 16, 32)] == [1, 2, 2, 4, 4, 6]
+    auto = Settings(replicas=0)  # sessions of max(2, isqrt(cores)) threads: measured best splits
+    assert [replica_count(auto, CPU, cores=n) for n in (1, 2, 4, 8, 16, 32)] == [1, 1, 2, 4, 4, 6]
     four = Settings(replicas=0, cpu_threads_per_replica=4)
     assert replica_count(four, CPU, cores=16) == 4
     assert replica_count(four, CPU, cores=2) == 1
