@@ -61,9 +61,7 @@ def replica_count(settings: Settings, provider: str, cores: int | None = None) -
         return 1
     cores = cores or available_cores()
     per_session = (
-        settings.intra_op_threads
-        or settings.cpu_threads_per_replica
-        or max(2, math.isqrt(cores))
+        settings.intra_op_threads or settings.cpu_threads_per_replica or max(2, math.isqrt(cores))
     )
     return max(1, cores // per_session)
 
