@@ -191,7 +191,7 @@ def memory_lines(name: str, passages: list[str]) -> None:
     # the warm-up sends the longest passages first (as make soak does): what grows after that
     # is what a leak would look like.
     longest = sorted(passages, key=len, reverse=True)[:256]
-    with served.server({"EMBED_MODELS": f"{name}@{MODEL_DIR}"}, port=8766) as (url, pid):
+    with served.server({"EMBED_MODELS": f"{name}@{MODEL_DIR}"}) as (url, pid):
         cold, _ = served.rss_mb(pid)
         served.load(url, name, longest, 1, 32)
         warm, _ = served.rss_mb(pid)

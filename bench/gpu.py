@@ -144,7 +144,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     env = {"EMBED_MODELS": f"{name}@{MODEL_DIR}", "EMBED_EXECUTION_PROVIDER": "cuda"}
     results = {}
-    with served.server(env, port=8767) as (url, _):
+    with served.server(env) as (url, _):
         for per_request, concurrency in ((32, 128), (1, 512)):
             rate, p50, p99, errors, clients = load(url, name, texts, per_request, concurrency)
             results[per_request] = (rate, p99)

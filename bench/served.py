@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -37,14 +38,25 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
-def server(env: dict[str, str], port: int = 8765) -> Iterator[tuple[str, int]]:
+def server(
+    env: dict[str, str], port: int | None = None, ready_timeout: float = 120.0
+) -> Iterator[tuple[str, int]]:
+    """`python -m service` on loopback (a free port unless given), ready; yields (url, pid).
+    Used by make bench and make soak."""
+    port = port or free_port()
     full = {
         **os.environ,
         "EMBED_HOST": "127.0.0.1",
-        "EMBED_PORT": str(port),
-        "EMBED_LOG_LEVEL": "warning",
+        "EMBED_LOG_LEVEL": os.environ.get("EMBED_LOG_LEVEL", "warning"),
         **env,
+        "EMBED_PORT": str(port),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "service"],
@@ -55,8 +67,10 @@ def server(env: dict[str, str], port: int = 8765) -> Iterator[tuple[str, int]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited with {process.returncode}")
             try:
                 if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                     break

@@ -16,14 +16,12 @@ import argparse
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,10 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: make the repo's bench package importable
+
+from bench import served  # noqa: E402
+
 WORDS = [
     "search",
     "vector",
@@ -152,37 +154,9 @@ def check(kind: str, response: httpx.Response) -> bool:
     return bool(values) and bool(np.isfinite(np.array(values, dtype=float)).all())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def service() -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "EMBED_HOST": "127.0.0.1",
-        "EMBED_PORT": str(port),
-        "EMBED_LOG_LEVEL": os.environ.get("EMBED_LOG_LEVEL", "warning"),
-    }
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("soak: the service did not become ready")
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(60)
+def service() -> AbstractContextManager[tuple[str, int]]:
+    """The real service on a free loopback port (bench/served.py starts it for make bench too)."""
+    return served.server({}, ready_timeout=300)
 
 
 def rss_mib(pid: int) -> float:
