@@ -15,20 +15,7 @@ HIDDEN = 16
 
 
 def build_tiny_bert(directory: Path) -> Path:
-    import torch
-    import transformers
-
-    tiny_models.write_tokenizer(directory)
-    config = transformers.BertConfig(
-        vocab_size=len(tiny_models.vocabulary()),
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(str(directory))
+    tiny_models.write_tiny_bert(directory, HIDDEN)
     (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 16}))
     return directory
 

@@ -24,21 +24,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    import transformers
-
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    tiny_models.write_tokenizer(directory)
-    config = transformers.BertConfig(
-        vocab_size=len(tiny_models.vocabulary()),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(str(directory))
+    directory = tiny_models.write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
     (directory / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 32}))
     return directory
 

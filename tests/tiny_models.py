@@ -170,3 +170,23 @@ def expected_dense(
     """What the tiny dense model must return for a text: mean of its token rows."""
     vector = table[token_ids(prefix + text)].mean(axis=0)
     return vector / np.linalg.norm(vector) if normalize else vector
+
+
+def write_tiny_bert(directory: Path, hidden: int = 16) -> Path:
+    """A tiny randomly initialised BertModel checkpoint (seed 0) with the tiny tokenizer, for
+    tests that export it with the converter; callers add the config files they need."""
+    import torch
+    import transformers
+
+    write_tokenizer(directory)
+    config = transformers.BertConfig(
+        vocab_size=len(vocabulary()),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(str(directory))
+    return directory
