@@ -80,20 +80,42 @@ async def test_a_failing_batch_fails_only_its_requests() -> None:
     await batcher.stop()
 
 
+async def test_the_next_batch_is_formed_while_the_current_one_runs() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder)
+    recorder.gate.clear()
+    running = asyncio.create_task(batcher.enqueue(items(1)))
+    await asyncio.to_thread(recorder.entered.wait, 5)
+    formed = asyncio.create_task(batcher.enqueue(items(2, 3)))
+    await asyncio.sleep(0.02)
+    assert batcher.depth == 0  # taken out of the queue and waiting in the worker's thread
+    queued = asyncio.create_task(batcher.enqueue(items(4)))
+    await asyncio.sleep(0.02)
+    assert batcher.depth == 1  # one running, one formed: the third waits in the queue
+    recorder.gate.set()
+    assert await asyncio.gather(running, formed, queued) == [[2], [4, 6], [8]]
+    assert recorder.batches == [[1], [2, 3], [4]]
+    await batcher.stop()
+
+
 async def test_a_cancelled_request_costs_no_inference() -> None:
     recorder = Recorder()
     batcher = await started(recorder)
     recorder.gate.clear()
     blocker = asyncio.create_task(batcher.enqueue(items(1)))
     await asyncio.to_thread(recorder.entered.wait, 5)
-    gone = asyncio.create_task(batcher.enqueue(items(777)))
+    gone = asyncio.create_task(batcher.enqueue(items(777)))  # formed behind the blocker
     await asyncio.sleep(0.01)
+    queued_gone = asyncio.create_task(batcher.enqueue(items(888)))  # still in the queue
+    await asyncio.sleep(0.01)
+    assert batcher.depth == 1
     gone.cancel()  # what the HTTP layer does when the client disconnects
+    queued_gone.cancel()
     await asyncio.sleep(0.01)
     recorder.gate.set()
     assert await blocker == [2]
     assert await batcher.enqueue(items(5)) == [10]
-    assert all(777 not in batch for batch in recorder.batches)
+    assert recorder.batches == [[1], [5]]
     await batcher.stop()
 
 
@@ -103,13 +125,16 @@ async def test_a_full_queue_answers_429_at_once_with_retry_after() -> None:
     recorder.gate.clear()
     running = asyncio.create_task(batcher.enqueue(items(1)))
     await asyncio.to_thread(recorder.entered.wait, 5)
-    waiting = asyncio.create_task(batcher.enqueue(items(2, 3)))
+    formed = asyncio.create_task(batcher.enqueue(items(2)))  # formed behind the running one
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(batcher.enqueue(items(3, 4)))
     await asyncio.sleep(0.01)
     with pytest.raises(Overloaded) as refused:
-        await batcher.enqueue(items(4, 5))
+        await batcher.enqueue(items(5, 6))
     assert refused.value.status == 429 and int(refused.value.headers["Retry-After"]) >= 1
     recorder.gate.set()
-    assert await running == [2] and await waiting == [4, 6]  # nothing accepted is lost
+    # nothing accepted is lost
+    assert await asyncio.gather(running, formed, waiting) == [[2], [4], [6, 8]]
     await batcher.stop()
 
 
@@ -134,6 +159,22 @@ async def test_a_hung_batch_is_abandoned_and_the_worker_replaced() -> None:
     # The stuck thread is still blocked on the gate; a fresh one serves the next batch.
     recorder.gate.set()
     assert await batcher.enqueue(items(4)) == [8]
+    await batcher.stop()
+
+
+async def test_batches_formed_behind_a_hung_one_are_served_by_the_fresh_thread() -> None:
+    recorder = Recorder()
+    batcher = await started(recorder, inference_timeout_s=0.3, timeout_s=5)
+    recorder.gate.clear()
+    hung = asyncio.create_task(batcher.enqueue(items(1)))
+    await asyncio.to_thread(recorder.entered.wait, 5)
+    behind = asyncio.create_task(batcher.enqueue(items(7)))
+    await asyncio.sleep(0.01)
+    assert batcher.depth == 0  # formed behind the hung batch
+    with pytest.raises(Unavailable):
+        await hung
+    recorder.gate.set()  # too late for the abandoned thread's batch, which is not waited for
+    assert await behind == [14]
     await batcher.stop()
 
 
@@ -172,11 +213,13 @@ async def test_stop_finishes_running_batches_and_fails_queued_ones_clearly() -> 
     recorder.gate.clear()
     running = asyncio.create_task(batcher.enqueue(items(1)))
     await asyncio.to_thread(recorder.entered.wait, 5)
-    queued = asyncio.create_task(batcher.enqueue(items(2)))
+    formed = asyncio.create_task(batcher.enqueue(items(2)))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(batcher.enqueue(items(3)))
     await asyncio.sleep(0.01)
     threading.Timer(0.05, recorder.gate.set).start()
     await batcher.stop()
-    assert await running == [2]
+    assert await running == [2] and await formed == [4]
     with pytest.raises(Unavailable):
         await queued
 

@@ -91,20 +91,21 @@ def test_a_full_queue_answers_429_queue_full_and_recovers(
         def call() -> None:
             statuses.append(client.post("/v1/embeddings", json=body).status_code)
 
-        first = threading.Thread(target=call)  # taken into the held batch: queue empty again
-        first.start()
-        wait_for(lambda: bool(model.batcher._inflight))
-        second = threading.Thread(target=call)  # 3 waiting inputs: fits under 4
-        second.start()
+        callers = [threading.Thread(target=call) for _ in range(3)]
+        callers[0].start()  # taken into the held batch: queue empty again
+        wait_for(lambda: len(model.batcher._inflight) == 1)
+        callers[1].start()  # formed into the next batch, behind the held one
+        wait_for(lambda: len(model.batcher._inflight) == 2)
+        callers[2].start()  # 3 waiting inputs: fits under 4
         wait_for(lambda: model.batcher.depth == 3)
         refused = client.post("/v1/embeddings", json=body)  # 3 + 3 > 4
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "queue_full"
         assert int(refused.headers["retry-after"]) >= 1
         gate.set()
-        first.join(10)
-        second.join(10)
-        assert statuses == [200, 200]
+        for caller in callers:
+            caller.join(10)
+        assert statuses == [200, 200, 200]
         served = client.post("/v1/embeddings", json=body).json()
         got = np.array([item["embedding"] for item in served["data"]])
         want = np.stack([expected_dense(tiny_dense[1], text) for text in body["input"]])

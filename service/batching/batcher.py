@@ -1,11 +1,14 @@
 """The dynamic micro-batcher: one per model, merging concurrent requests into inference batches.
 
 A request's inputs are prepared (tokenized) off the event loop, then queued as items with
-their token lengths. One asyncio loop per model takes a free worker (one per session
-replica), forms a length-sorted batch around the oldest item, and runs it in that worker's
-thread; results resolve each item's future. Failures fail that batch only; a request whose
-caller has gone (its task cancelled) is dropped before it costs inference; the queue is
-bounded (429) and a request waits at most ``request_timeout_s`` (503).
+their token lengths. One asyncio loop per model forms length-sorted batches around the oldest
+item and hands each to a worker (one per session replica, each with its own thread). A
+worker takes ``pipeline_depth`` batches: the next one is formed and waiting in the worker's
+thread while the current one runs, so the session never idles on a round trip through the
+event loop. Results resolve each item's future. Failures fail that batch only; a request
+whose caller has gone (its task cancelled) is dropped before it costs inference, even from a
+batch already formed; the queue is bounded (429) and a request waits at most
+``request_timeout_s`` (503).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class BatchConfig:
     window: int = 1024
     inference_timeout_s: float = 60.0
     overhead_tokens: float = 64.0
+    pipeline_depth: int = 2  # batches handed to one worker at a time: running + formed
 
 
 class BatchObserver(Protocol):
@@ -71,7 +75,17 @@ class _Item:
     payload: Any
     future: asyncio.Future[Any]
     enqueued: float = field(default_factory=time.perf_counter)
-    started: float = 0.0  # when its batch was dispatched
+    started: float = 0.0  # when its batch started running
+
+
+@dataclass(eq=False)
+class _Dispatch:
+    """A batch handed to a worker: running, or formed and waiting behind the running one."""
+
+    worker: int
+    batch: list[_Item]
+    future: asyncio.Future[tuple[list[_Item], Sequence[Any], float]] | None = None
+    watchdog: asyncio.TimerHandle | None = None
 
 
 def _record_timings(items: Sequence[_Item]) -> None:
@@ -101,9 +115,10 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._preparing = 0  # requests accepted and being tokenized: companions on their way
         self._wakeup: asyncio.Event | None = None
-        self._free: asyncio.Queue[int] | None = None
+        self._slot_freed: asyncio.Event | None = None
         # One thread per worker, so a batch that hangs can be abandoned with its thread.
         self._executors: list[ThreadPoolExecutor] = []
+        self._dispatched: list[list[_Dispatch]] = [[] for _ in range(workers)]
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
         self.batches_run = 0
@@ -111,9 +126,7 @@ class Batcher:
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self._wakeup = asyncio.Event()
-        self._free = asyncio.Queue()
-        for index in range(self._workers):
-            self._free.put_nowait(index)
+        self._slot_freed = asyncio.Event()
         self._executors = [self._new_executor(i) for i in range(self._workers)]
         self._task = asyncio.get_running_loop().create_task(
             self._loop(), name=f"batcher-{self.name}"
@@ -213,15 +226,19 @@ class Batcher:
 
     # --- the loop ----------------------------------------------------------------------
     async def _loop(self) -> None:
-        assert self._free is not None
         while True:
-            worker = await self._free.get()
-            try:
-                batch = await self._next_batch()
-            except BaseException:
-                self._free.put_nowait(worker)
-                raise
-            self._dispatch(worker, batch)
+            await self._free_slot()
+            batch = await self._next_batch()
+            loads = [len(dispatched) for dispatched in self._dispatched]
+            self._dispatch(loads.index(min(loads)), batch)
+
+    async def _free_slot(self) -> None:
+        """Wait until some worker takes another batch (it is idle, or runs only one)."""
+        assert self._slot_freed is not None
+        depth = max(1, self.config.pipeline_depth)
+        while min(len(dispatched) for dispatched in self._dispatched) >= depth:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
 
     async def _next_batch(self) -> list[_Item]:
         assert self._wakeup is not None
@@ -261,70 +278,104 @@ class Batcher:
             self._queue = deque(item for item in self._queue if not item.future.done())
 
     def _dispatch(self, worker: int, batch: list[_Item]) -> None:
-        now = time.perf_counter()
-        waits = [now - item.enqueued for item in batch]
-        for item in batch:
-            item.started = now
-        payloads = [item.payload for item in batch]
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executors[worker], self._run, worker, payloads)
+        dispatch = _Dispatch(worker, batch)
+        future = loop.run_in_executor(self._executors[worker], self._run, loop, dispatch)
+        dispatch.future = future
+        self._dispatched[worker].append(dispatch)
         self._inflight.add(future)
-        watchdog = loop.call_later(
-            self.config.inference_timeout_s, self._abandon, worker, batch, future
-        )
 
-        def finished(done: asyncio.Future[tuple[Sequence[Any], float]]) -> None:
-            watchdog.cancel()
+        def finished(done: asyncio.Future[tuple[list[_Item], Sequence[Any], float]]) -> None:
             self._inflight.discard(done)
-            if done.cancelled():  # abandoned by the watchdog, which freed the worker
+            if done.cancelled():  # abandoned (or pulled back) by the watchdog, which freed it
                 return
-            assert self._free is not None
-            self._free.put_nowait(worker)
+            if dispatch.watchdog is not None:
+                dispatch.watchdog.cancel()
+            self._release(dispatch)
             self.batches_run += 1
             error = done.exception()
             if error is not None:
                 self._fail(batch, error)
                 return
-            results, seconds = done.result()
-            tokens = max(item.length for item in batch) * len(batch)
-            self._observer.batch_done(len(batch), tokens, seconds, waits)
-            for item, result in zip(batch, results, strict=True):
+            live, results, seconds = done.result()
+            if not live:
+                return
+            tokens = max(item.length for item in live) * len(live)
+            waits = [item.started - item.enqueued for item in live]
+            self._observer.batch_done(len(live), tokens, seconds, waits)
+            for item, result in zip(live, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
 
         future.add_done_callback(finished)
 
-    def _abandon(self, worker: int, batch: list[_Item], future: asyncio.Future[Any]) -> None:
+    def _release(self, dispatch: _Dispatch) -> None:
+        dispatched = self._dispatched[dispatch.worker]
+        if dispatch in dispatched:
+            dispatched.remove(dispatch)
+        assert self._slot_freed is not None
+        self._slot_freed.set()
+
+    def _began(self, dispatch: _Dispatch, live: list[_Item]) -> None:
+        """On the loop, when a batch starts running in its thread: stamp it, arm the watchdog."""
+        now = time.perf_counter()
+        for item in live:
+            item.started = now
+        if dispatch.future is not None and not dispatch.future.done():
+            dispatch.watchdog = asyncio.get_running_loop().call_later(
+                self.config.inference_timeout_s, self._abandon, dispatch
+            )
+
+    def _abandon(self, dispatch: _Dispatch) -> None:
         """A batch ran past inference_timeout_s: fail its requests with 503, leave its thread
-        behind, and give the worker a fresh thread so the model keeps serving."""
+        behind, and give the worker a fresh thread so the model keeps serving. Batches formed
+        behind it go back to the front of the queue: nothing accepted is lost."""
+        worker = dispatch.worker
         log.error(
             "batch of %d on %s hung for %.0fs; abandoning its thread",
-            len(batch),
+            len(dispatch.batch),
             self.name,
             self.config.inference_timeout_s,
         )
         self._observer.rejected("inference_timeout")
         self._fail(
-            batch,
+            dispatch.batch,
             Unavailable(
                 f"inference on {self.name!r} did not finish in "
                 f"{self.config.inference_timeout_s:g}s",
                 code="inference_timeout",
             ),
         )
-        self._executors[worker].shutdown(wait=False)
+        behind = [d for d in self._dispatched[worker] if d is not dispatch]
+        self._dispatched[worker] = []
+        for waiting in [dispatch, *behind]:
+            if waiting.future is not None:
+                waiting.future.cancel()
+                self._inflight.discard(waiting.future)
+        returned = [item for d in behind for item in d.batch if not item.future.done()]
+        self._queue.extendleft(reversed(returned))
+        self._executors[worker].shutdown(wait=False, cancel_futures=True)
         self._executors[worker] = self._new_executor(worker)
-        future.cancel()
-        self._inflight.discard(future)
-        assert self._free is not None
-        self._free.put_nowait(worker)
+        assert self._slot_freed is not None and self._wakeup is not None
+        self._slot_freed.set()
+        self._wakeup.set()
 
-    def _run(self, worker: int, payloads: Sequence[Any]) -> tuple[Sequence[Any], float]:
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, dispatch: _Dispatch
+    ) -> tuple[list[_Item], Sequence[Any], float]:
+        """In the worker's thread: drop the items whose callers have gone, run the rest."""
+        live = [item for item in dispatch.batch if not item.future.done()]
+        try:
+            loop.call_soon_threadsafe(self._began, dispatch, live)
+        except RuntimeError:  # the loop has closed: nobody is waiting for this batch
+            return [], [], 0.0
+        if not live:
+            return live, [], 0.0
         started = time.perf_counter()
-        results = self._process(worker, payloads)
-        if len(results) != len(payloads):
-            raise RuntimeError(f"batch of {len(payloads)} gave {len(results)} results")
-        return results, time.perf_counter() - started
+        results = self._process(dispatch.worker, [item.payload for item in live])
+        if len(results) != len(live):
+            raise RuntimeError(f"batch of {len(live)} gave {len(results)} results")
+        return live, results, time.perf_counter() - started
 
     def _fail(self, batch: list[_Item], error: BaseException) -> None:
         if isinstance(error, ServiceError):
