@@ -70,7 +70,7 @@ def ceiling_line(passages: list[str], graph: str) -> tuple[float, int]:
     row("batch", "passages/s")
     row("---", "---")
     best = (0.0, 0)
-    for batch in (8, 16, 32, 64):
+    for batch in (1, 2, 4, 8, 16, 32, 64):
         rate, _ = inprocess.throughput(MODEL_DIR, graph, passages, batch, THREADS)
         row(batch, f"{rate:.1f}")
         best = max(best, (rate, batch))
