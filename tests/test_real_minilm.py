@@ -1,5 +1,6 @@
 """The real all-MiniLM-L6-v2 (built by `make models` with the project's converter) served over
-HTTP, against reference vectors from transformers in PyTorch (tools/make_minilm_reference.py)."""
+HTTP, against reference vectors from transformers in PyTorch (tools/make_minilm_reference.py).
+The exact comparisons serve the fp32 graph; the int8 default is checked against its floor."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def reference_vectors() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def client(real_minilm: Path) -> Iterator[TestClient]:
-    with serving(models=[f"{NAME}@{real_minilm}"]) as c:
+    with serving(models=[f"{NAME}@{real_minilm}"], graph_variant="fp32") as c:
         yield c
 
 
@@ -64,6 +65,23 @@ def test_served_vectors_match_pytorch_reference(client: TestClient) -> None:
     assert tokens == sum(r["tokens"] for r in rows)  # true token counts, truncation included
 
 
+def test_the_int8_cpu_default_stays_within_its_floor_of_pytorch(real_minilm: Path) -> None:
+    recorded = json.loads((real_minilm / "service_model.json").read_text())
+    assert recorded["default_cpu"] == "int8" and recorded["checks"]["int8"]["min_cosine"] >= 0.99
+    texts = [r["text"] for r in REFERENCE["rows"]]
+    with serving(models=[f"{NAME}@{real_minilm}"]) as client:  # auto: the int8 graph on CPU
+        got = [
+            d["embedding"]
+            for start in range(0, len(texts), 25)
+            for d in client.post(
+                "/v1/embeddings", json={"input": texts[start : start + 25], "model": NAME}
+            ).json()["data"]
+        ]
+    ours, theirs = np.array(got), reference_vectors()
+    cosine = (ours * theirs).sum(axis=1) / np.linalg.norm(theirs, axis=1)
+    assert 0.99 <= cosine.min() < 0.9999  # int8, not fp32; batches mix short and long texts
+
+
 def test_hello_world_matches_fastembeds_canonical_vector(client: TestClient) -> None:
     body = client.post("/embed/dense", json={"inputs": ["hello world"]}).json()
     assert body["dim"] == 384
@@ -85,7 +103,8 @@ def test_official_openai_client_gets_the_same_vectors(real_minilm: Path) -> None
 
     texts = [r["text"] for r in REFERENCE["rows"][:20]]
     theirs = reference_vectors()[:20]
-    with live_server({"EMBED_MODELS": f"{NAME}@{real_minilm}"}) as url:
+    env = {"EMBED_MODELS": f"{NAME}@{real_minilm}", "EMBED_GRAPH_VARIANT": "fp32"}
+    with live_server(env) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         default = client.embeddings.create(model=NAME, input=texts)  # SDK sends base64
         floats = client.embeddings.create(model=NAME, input=texts, encoding_format="float")

@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="also write model.int8.onnx (dynamic per-channel int8, sensitive nodes kept)",
+        help="also write model.int8.onnx (smoothed dynamic int8, FFN down-projections kept)",
     )
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx for GPUs")
     p.add_argument(

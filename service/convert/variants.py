@@ -2,9 +2,10 @@
 
 - optimized: ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization,
   SkipLayerNormalization, BiasGelu); numerically the same graph.
-- int8: dynamic per-channel int8 weights for the MatMuls, except the ones measured as
-  sensitive (the fused Attention and the feed-forward down-projections, whose inputs are
-  GELU outputs with wide ranges); applied on top of the optimized graph.
+- int8: dynamic per-channel int8 weights for the MatMuls and fused Attention nodes of the
+  optimized graph, after SmoothQuant-style migration of their inputs' outlier channels into
+  the weights (service/convert/smoothing.py, calibrated on the check texts), except the
+  feed-forward down-projections, whose GELU inputs lose too much even when smoothed.
 - fp16: the optimized graph in float16 with float32 inputs and outputs, for GPUs.
 
 Each variant's agreement with fp32 (min and mean cosine of the pooled output over a varied
@@ -66,7 +67,7 @@ def optimize(source: Path, target: Path, config: dict[str, Any]) -> dict[str, in
 
 
 def sensitive_nodes(graph: Path) -> list[str]:
-    """Attention nodes and MatMuls fed by an activation (feed-forward down-projections)."""
+    """MatMuls fed by an activation (feed-forward down-projections)."""
     import onnx
 
     model = onnx.load(str(graph), load_external_data=False)
@@ -74,25 +75,39 @@ def sensitive_nodes(graph: Path) -> list[str]:
     return [
         node.name
         for node in model.graph.node
-        if node.op_type == "Attention"
-        or (node.op_type == "MatMul" and producers.get(node.input[0]) in ACTIVATIONS)
+        if node.op_type == "MatMul" and producers.get(node.input[0]) in ACTIVATIONS
     ]
 
 
-def quantize(source: Path, target: Path) -> int:
+def quantize(source: Path, target: Path, texts: list[str], max_length: int = 256) -> int:
+    """Smooth, then quantise all but the sensitive nodes; the number of smoothed nodes."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from service.convert.smoothing import smooth
+
     excluded = sensitive_nodes(source)
+    names = graph_inputs(source)
+    feeds = check_batches(source.parent, names, texts, max_length=max_length)
+    smoothed, count = smooth(source, feeds, skip=set(excluded))
     quantize_dynamic(
-        str(source),
+        smoothed,
         str(target),
+        op_types_to_quantize=["MatMul", "Attention"],
         weight_type=QuantType.QInt8,
         per_channel=True,
         nodes_to_exclude=excluded,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-    return len(excluded)
+    return count
+
+
+def graph_inputs(graph: Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    constants = {init.name for init in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in constants]
 
 
 def to_fp16(source: Path, target: Path) -> None:
@@ -181,6 +196,8 @@ def add_variants(
     )
     variants: dict[str, str] = metadata["variants"]
     checks: dict[str, Any] = metadata.setdefault("checks", {})
+    texts = CHECK_TEXTS + (check_texts or [])  # also the int8 calibration set
+    limit = min(256, int(metadata["spec"].get("max_length", 256)))
     steps: list[tuple[str, str, Callable[[], Any]]] = []
     if optimized or int8 or fp16:
         steps.append(
@@ -195,7 +212,9 @@ def add_variants(
             (
                 "int8",
                 "model.int8.onnx",
-                lambda: quantize(directory / "model.opt.onnx", directory / "model.int8.onnx"),
+                lambda: quantize(
+                    directory / "model.opt.onnx", directory / "model.int8.onnx", texts, limit
+                ),
             )
         )
     if fp16:
@@ -209,8 +228,6 @@ def add_variants(
     for name, filename, build in steps:
         detail = build()
         variants[name] = filename
-        texts = CHECK_TEXTS + (check_texts or [])
-        limit = min(256, int(metadata["spec"].get("max_length", 256)))
         found = agreement(directory, "model.onnx", filename, texts, limit)
         checks[name] = {**found, "detail": detail}
     metadata["default_cpu"] = best(checks, ("int8", "optimized"), CPU_FLOOR)
