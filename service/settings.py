@@ -67,10 +67,6 @@ class Settings(BaseSettings):
     ort_memory_arena: bool = True
     """ONNX Runtime's CPU memory arena: faster allocation; it grows to the largest batch
     shape seen and keeps it (RSS stays flat after warm-up, see make soak)."""
-    ort_arena_growth: Literal["exact", "doubling"] = "exact"
-    """How the CPU arena grows: `exact` (one arena shared by every session, extended by what a
-    batch asks for; RSS flat after warm-up) or `doubling` (ONNX Runtime's default per-session
-    arena, which kept growing for minutes under varied batch shapes)."""
     replicas: int = Field(0, ge=0)
     """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one on a GPU; on
     CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else

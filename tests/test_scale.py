@@ -271,27 +271,3 @@ def test_the_gpu_bench_refuses_without_cuda_and_says_why(
     assert gpu.main() == 2
     message = capsys.readouterr().err
     assert "needs CUDA" in message and "onnxruntime-gpu" in message
-
-
-def test_sessions_share_one_exact_arena_and_give_the_same_vectors(
-    tiny_dense: tuple[Path, np.ndarray],
-) -> None:
-    graph = tiny_dense[0] / "model.onnx"
-    exact = [OnnxRunner(graph, provider=CPU, threads=1) for _ in range(2)]
-    doubling = OnnxRunner(graph, provider=CPU, threads=1, arena_growth="doubling")
-
-    def shared(runner: OnnxRunner) -> bool:
-        options = runner.session.get_session_options()
-        try:
-            return options.get_session_config_entry("session.use_env_allocators") == "1"
-        except RuntimeError:  # the entry is not set
-            return False
-
-    assert all(shared(runner) for runner in exact) and not shared(doubling)
-    rng = np.random.default_rng(3)
-    for n, longest in ((1, 3), (7, 40), (2, 9), (16, 64)):
-        batch = encoded(rng, n, longest)
-        feeds = pad_batch(batch, 0)
-        want = doubling.run(feeds)[0]
-        for runner in exact:
-            np.testing.assert_allclose(runner.run(feeds)[0], want, atol=1e-6)

@@ -51,7 +51,6 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
                 spinning=settings.ort_spinning,
                 optimization=settings.ort_graph_optimization,
                 memory_arena=settings.ort_memory_arena,
-                arena_growth=settings.ort_arena_growth,
             )
             for _ in range(replicas)
         ]

@@ -7,7 +7,6 @@ read what it returns.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,26 +51,6 @@ def default_threads(replicas: int) -> int:
     return max(1, (os.cpu_count() or 1) // replicas)
 
 
-_arena_lock = threading.Lock()
-_exact_arena_registered = False
-
-
-def _share_exact_arena(ort: Any, options: Any) -> None:
-    """Serve the session from one process-wide CPU arena that grows by exactly what a batch
-    asks for (kSameAsRequested). ORT's own arena grows by powers of two as batch shapes
-    vary, which kept RSS creeping up for minutes after warm-up (docs/benchmarks)."""
-    global _exact_arena_registered
-    with _arena_lock:
-        if not _exact_arena_registered:
-            info = ort.OrtMemoryInfo(
-                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
-            )
-            # max memory, extend strategy (1: same as requested), initial chunk, dead bytes
-            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
-            _exact_arena_registered = True
-    options.add_session_config_entry("session.use_env_allocators", "1")
-
-
 class OnnxRunner:
     def __init__(
         self,
@@ -82,7 +61,6 @@ class OnnxRunner:
         spinning: bool = False,
         optimization: str = "all",
         memory_arena: bool = True,
-        arena_growth: str = "exact",
     ) -> None:
         import onnxruntime as ort
 
@@ -91,8 +69,6 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization](ort)
         options.enable_cpu_mem_arena = memory_arena
-        if memory_arena and arena_growth == "exact":
-            _share_exact_arena(ort, options)
         options.log_severity_level = 3
         # Spinning worker threads burn the cores that the event loop and tokenization need.
         options.add_session_config_entry(
