@@ -7,7 +7,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from service.convert import cli
+
+# Module marks for tests that export with torch.onnx's TorchScript exporter (dynamo=False, on
+# purpose: see DESIGN.md), which warns as it traces.
+EXPORT_WARNINGS = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+]
 
 
 def convert(source: Path, out: Path, *args: str) -> dict[str, Any]:

@@ -44,6 +44,16 @@ async def started(recorder: Recorder, **config: Any) -> Batcher:
     return batcher
 
 
+async def holding(**config: Any) -> tuple[Recorder, Batcher, asyncio.Task[list[Any]]]:
+    """A batcher whose first batch (the payload 1) is held running at the recorder's gate."""
+    recorder = Recorder()
+    batcher = await started(recorder, **config)
+    recorder.gate.clear()
+    running = asyncio.create_task(batcher.enqueue(items(1)))
+    await asyncio.to_thread(recorder.entered.wait, 5)
+    return recorder, batcher, running
+
+
 async def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:
     recorder = Recorder()
     batcher = await started(recorder, max_items=64, max_wait_s=0.05)
@@ -81,11 +91,7 @@ async def test_a_failing_batch_fails_only_its_requests() -> None:
 
 
 async def test_the_next_batch_is_formed_while_the_current_one_runs() -> None:
-    recorder = Recorder()
-    batcher = await started(recorder)
-    recorder.gate.clear()
-    running = asyncio.create_task(batcher.enqueue(items(1)))
-    await asyncio.to_thread(recorder.entered.wait, 5)
+    recorder, batcher, running = await holding()
     formed = asyncio.create_task(batcher.enqueue(items(2, 3)))
     await asyncio.sleep(0.02)
     assert batcher.depth == 0  # taken out of the queue and waiting in the worker's thread
@@ -99,11 +105,7 @@ async def test_the_next_batch_is_formed_while_the_current_one_runs() -> None:
 
 
 async def test_a_cancelled_request_costs_no_inference() -> None:
-    recorder = Recorder()
-    batcher = await started(recorder)
-    recorder.gate.clear()
-    blocker = asyncio.create_task(batcher.enqueue(items(1)))
-    await asyncio.to_thread(recorder.entered.wait, 5)
+    recorder, batcher, blocker = await holding()
     gone = asyncio.create_task(batcher.enqueue(items(777)))  # formed behind the blocker
     await asyncio.sleep(0.01)
     queued_gone = asyncio.create_task(batcher.enqueue(items(888)))  # still in the queue
@@ -120,11 +122,7 @@ async def test_a_cancelled_request_costs_no_inference() -> None:
 
 
 async def test_a_full_queue_answers_429_at_once_with_retry_after() -> None:
-    recorder = Recorder()
-    batcher = await started(recorder, queue_max_items=3)
-    recorder.gate.clear()
-    running = asyncio.create_task(batcher.enqueue(items(1)))
-    await asyncio.to_thread(recorder.entered.wait, 5)
+    recorder, batcher, running = await holding(queue_max_items=3)
     formed = asyncio.create_task(batcher.enqueue(items(2)))  # formed behind the running one
     await asyncio.sleep(0.01)
     waiting = asyncio.create_task(batcher.enqueue(items(3, 4)))
@@ -163,11 +161,7 @@ async def test_a_hung_batch_is_abandoned_and_the_worker_replaced() -> None:
 
 
 async def test_batches_formed_behind_a_hung_one_are_served_by_the_fresh_thread() -> None:
-    recorder = Recorder()
-    batcher = await started(recorder, inference_timeout_s=0.3, timeout_s=5)
-    recorder.gate.clear()
-    hung = asyncio.create_task(batcher.enqueue(items(1)))
-    await asyncio.to_thread(recorder.entered.wait, 5)
+    recorder, batcher, hung = await holding(inference_timeout_s=0.3, timeout_s=5)
     behind = asyncio.create_task(batcher.enqueue(items(7)))
     await asyncio.sleep(0.01)
     assert batcher.depth == 0  # formed behind the hung batch
@@ -208,11 +202,7 @@ async def test_the_loop_restarts_after_an_unexpected_crash(monkeypatch: pytest.M
 
 
 async def test_stop_finishes_running_batches_and_fails_queued_ones_clearly() -> None:
-    recorder = Recorder()
-    batcher = await started(recorder)
-    recorder.gate.clear()
-    running = asyncio.create_task(batcher.enqueue(items(1)))
-    await asyncio.to_thread(recorder.entered.wait, 5)
+    recorder, batcher, running = await holding()
     formed = asyncio.create_task(batcher.enqueue(items(2)))
     await asyncio.sleep(0.01)
     queued = asyncio.create_task(batcher.enqueue(items(3)))

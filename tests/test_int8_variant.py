@@ -17,12 +17,9 @@ from service.convert.export import ExportRequest, export
 from service.convert.smoothing import channel_ranges, smooth, weighted_nodes
 from service.convert.variants import CHECK_TEXTS, check_batches, graph_inputs, sensitive_nodes
 from tests import scale_models
+from tests.exporting import EXPORT_WARNINGS
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-]
+pytestmark = EXPORT_WARNINGS
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,9 @@ from service.convert.export import ExportRequest, export
 from service.models.text import load_text_encoder
 from tests import scale_models
 from tests.conftest import serving
+from tests.exporting import EXPORT_WARNINGS
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-]
+pytestmark = EXPORT_WARNINGS
 TEXTS = ["hello world", "the cat sat on the mat .", "a", "one two three four five six seven"]
 
 

@@ -13,13 +13,9 @@ import pytest
 
 from service.convert.export import ExportRequest, export
 from tests import tiny_models
+from tests.exporting import EXPORT_WARNINGS
 
-# torch.onnx's TorchScript exporter (dynamo=False, on purpose: see DESIGN.md) warns as it traces
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-]
+pytestmark = EXPORT_WARNINGS
 
 
 @pytest.fixture(scope="module")
