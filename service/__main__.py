@@ -14,6 +14,7 @@ def _serve(argv: Sequence[str]) -> int:
 
     from service.app import create_app
     from service.ops.logs import configure_logging
+    from service.ops.memory import tune_malloc
     from service.ops.shutdown import DrainingServer
     from service.settings import Settings
 
@@ -31,6 +32,7 @@ def _serve(argv: Sequence[str]) -> int:
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
+    tune_malloc(settings.malloc_mmap_threshold, settings.malloc_trim_threshold)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

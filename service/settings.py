@@ -64,9 +64,15 @@ class Settings(BaseSettings):
     take the cores that the event loop and tokenization need between batches."""
     ort_graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime's graph optimisation level when a session loads."""
-    ort_memory_arena: bool = True
-    """ONNX Runtime's CPU memory arena: faster allocation; it grows to the largest batch
-    shape seen and keeps it (RSS stays flat after warm-up, see make soak)."""
+    ort_memory_arena: bool = False
+    """ONNX Runtime's CPU memory arena. Off by default: under varied batch shapes the arena
+    kept growing for minutes after warm-up; without it, with the malloc thresholds below, RSS
+    stays flat at about 2% less throughput (docs/benchmarks)."""
+    malloc_mmap_threshold: int = Field(4 * 1024 * 1024, ge=0)
+    """glibc: allocations of at least this many bytes get their own mapping, returned to the
+    system when freed (a fixed threshold; glibc's own keeps rising). 0: leave glibc's."""
+    malloc_trim_threshold: int = Field(64 * 1024 * 1024, ge=0)
+    """glibc: free memory kept at the top of the heap before it is returned to the system."""
     replicas: int = Field(0, ge=0)
     """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one on a GPU; on
     CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else
