@@ -354,6 +354,7 @@ class Batcher:
                 self._inflight.discard(waiting.future)
         returned = [item for d in behind for item in d.batch if not item.future.done()]
         self._queue.extendleft(reversed(returned))
+        self._observer.queue_depth(len(self._queue))
         self._executors[worker].shutdown(wait=False, cancel_futures=True)
         self._executors[worker] = self._new_executor(worker)
         assert self._slot_freed is not None and self._wakeup is not None
@@ -363,7 +364,8 @@ class Batcher:
     def _run(
         self, loop: asyncio.AbstractEventLoop, dispatch: _Dispatch
     ) -> tuple[list[_Item], Sequence[Any], float]:
-        """In the worker's thread: drop the items whose callers have gone, run the rest."""
+        """In the worker's thread: drop the items whose callers have gone, run the rest.
+        (Reading a future's state from this thread is safe; only the loop changes it.)"""
         live = [item for item in dispatch.batch if not item.future.done()]
         try:
             loop.call_soon_threadsafe(self._began, dispatch, live)
