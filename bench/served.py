@@ -44,6 +44,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], timeout: float, poll_s: float = 0.2
+) -> str | None:
+    """Poll `url`/ready until it answers 200; None then, else why not (the process exited,
+    or the timeout passed). Used by make bench, make soak and the tests' server helper."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"the service exited with {process.returncode}"
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return None
+        except httpx.TransportError:
+            pass
+        time.sleep(poll_s)
+    return f"the service was not ready in {timeout:g}s"
+
+
 @contextmanager
 def server(
     env: dict[str, str], port: int | None = None, ready_timeout: float = 120.0
@@ -67,18 +85,9 @@ def server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited with {process.returncode}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("the service did not become ready")
+        failure = wait_until_ready(url, process, ready_timeout)
+        if failure is not None:
+            raise RuntimeError(failure)
         yield url, process.pid
     finally:
         process.terminate()

@@ -7,14 +7,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from bench.served import wait_until_ready
 from tests.conftest import ROOT, free_port
 
 
@@ -32,18 +30,9 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise AssertionError(f"server exited {code}: {self.logs()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready in {timeout}s: {self.logs()[-3000:]}")
+        failure = wait_until_ready(self.url, self.process, timeout, poll_s=0.05)
+        if failure is not None:
+            raise AssertionError(f"{failure}: {self.logs()[-3000:]}")
 
 
 @contextmanager
