@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,30 @@ def test_base64_encoding_is_little_endian_float32(tiny_client: TestClient, tiny_
     ).json()
     decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, tiny_models.expected_dense(table, "red cat"), atol=1e-6)
+
+
+def test_json_floats_read_back_as_the_same_float32_as_base64(tiny_client: TestClient) -> None:
+    """JSON writes each float32 as its shortest decimal: parsed and cast to float32 it is
+    bit-for-bit the value that base64 carries, also for a `dimensions` slice of the vector."""
+    for extra in ({}, {"dimensions": 5}):
+        request = {"input": ["red cat", "the blue dog sat"], "model": MODEL, **extra}
+        as_json = tiny_client.post("/v1/embeddings", json=request)
+        as_base64 = tiny_client.post(
+            "/v1/embeddings", json={**request, "encoding_format": "base64"}
+        ).json()
+        exact = np.stack(
+            [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in as_base64["data"]]
+        )
+        assert exact.shape == (2, extra.get("dimensions", 8))
+        assert np.array_equal(vectors(as_json.json()), exact)
+        # float32 needs at most 9 significant digits, where a float64's repr takes up to 17
+        arrays = re.findall(r'"embedding":\[([^\]]*)\]', as_json.text)
+        numbers = [n for array in arrays for n in array.split(",")]
+        assert len(numbers) == exact.size
+        digits = [
+            len(n.split("e")[0].replace("-", "").replace(".", "").lstrip("0")) for n in numbers
+        ]
+        assert max(digits) <= 9
 
 
 def test_dimensions_keeps_first_components_renormalised(

@@ -1,21 +1,28 @@
 """How responses are written: compact JSON, vectors and multi-vectors as float lists or
-base64 (little-endian float32, what OpenAI's SDKs decode), and token usage."""
+base64 (little-endian float32, what OpenAI's SDKs decode), and token usage.
+
+JSON is written by orjson straight from numpy arrays: a float32 is written as the shortest
+decimal that reads back as the same float32. That is 25x faster than the standard library
+on a 384-float vector (11 against 290 us, measured), and 40% fewer bytes; it was a third of
+the event loop's CPU per request (docs/benchmarks)."""
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from fastapi.responses import Response
 
 Floats = npt.NDArray[np.float32]
 
 
 def json_response(body: object) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    """`body` as compact JSON; numpy arrays and scalars in it are written as numbers."""
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, media_type="application/json")
 
 
 def token_usage(tokens: int) -> dict[str, int]:
@@ -27,15 +34,19 @@ def encode_base64(array: Floats) -> str:
     return base64.b64encode(np.asarray(array, dtype="<f4").tobytes()).decode("ascii")
 
 
-def encode_vectors(vectors: Floats, encoding_format: str) -> list[str] | list[list[float]]:
-    """(n, dim) vectors as n base64 strings or n lists of floats."""
+def encode_vectors(vectors: Floats, encoding_format: str) -> list[str] | list[Floats]:
+    """(n, dim) vectors as n base64 strings or n float32 rows (for json_response)."""
     if encoding_format == "base64":
         return [encode_base64(vector) for vector in vectors]
-    return vectors.tolist()  # type: ignore[no-any-return]
+    return list(np.ascontiguousarray(vectors, dtype=np.float32))
 
 
 def multi_vector_item(index: int, matrix: Floats, encoding_format: str) -> dict[str, Any]:
     """One input's (tokens, dim) matrix in /embed/late's item shape."""
     rows, dim = matrix.shape
-    embedding = encode_base64(matrix) if encoding_format == "base64" else matrix.tolist()
+    embedding = (
+        encode_base64(matrix)
+        if encoding_format == "base64"
+        else np.ascontiguousarray(matrix, dtype=np.float32)
+    )
     return {"index": index, "tokens": rows, "shape": [rows, dim], "embedding": embedding}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from service.api import deps
 from service.api.dense_serving import shape_vectors
-from service.api.encoding import encode_vectors
+from service.api.encoding import encode_vectors, json_response
 from service.api.image_protocol import OPENAPI_BODY, ImageResponse
 from service.api.image_serving import embed_images, read_image_request
 
@@ -17,7 +17,7 @@ router = APIRouter()
 @router.post(
     "/embed/image", response_model=ImageResponse, tags=["Embeddings"], openapi_extra=OPENAPI_BODY
 )
-async def embed_image(request: Request) -> JSONResponse:
+async def embed_image(request: Request) -> Response:
     """Image embeddings, e.g. CLIP's image tower (its text tower is served on /embed/dense)."""
     settings = deps.settings(request)
     body = await read_image_request(request, settings)
@@ -25,7 +25,7 @@ async def embed_image(request: Request) -> JSONResponse:
     raw = await deps.until_disconnect(request, embed_images(model, body.images, settings))
     normalize = model.spec.normalize if body.normalize is None else body.normalize
     vectors = shape_vectors(raw, normalize=normalize, dimensions=None, dim=model.spec.dim)
-    return JSONResponse(
+    return json_response(
         {
             "model": model.name,
             "dim": int(vectors.shape[1]),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from service.api import deps
-from service.api.encoding import multi_vector_item
+from service.api.encoding import json_response, multi_vector_item
 from service.api.multimodal_protocol import MultimodalRequest, MultimodalResponse
 from service.api.multimodal_serving import embed_multimodal, read_multimodal_request
 from service.models.kinds.multimodal import maxsim
@@ -26,7 +26,7 @@ OPENAPI_BODY = {
     tags=["Embeddings"],
     openapi_extra=OPENAPI_BODY,
 )
-async def embed_multimodal_route(request: Request) -> JSONResponse:
+async def embed_multimodal_route(request: Request) -> Response:
     """Multi-vector embeddings of page images and text queries, with MaxSim scores."""
     settings = deps.settings(request)
     inputs = await read_multimodal_request(request, settings)
@@ -34,7 +34,7 @@ async def embed_multimodal_route(request: Request) -> JSONResponse:
     queries, pages = await deps.until_disconnect(request, embed_multimodal(model, inputs, settings))
     both = bool(queries) and bool(pages) and inputs.scores
     fmt = inputs.encoding_format
-    return JSONResponse(
+    return json_response(
         {
             "object": "multimodal_embeddings",
             "model": model.name,

@@ -86,7 +86,7 @@ async def _embed_non_empty(
 
 
 def render(vector: SparseVector, with_tokens: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"indices": vector.indices.tolist(), "values": vector.values.tolist()}
+    body: dict[str, Any] = {"indices": vector.indices, "values": vector.values}
     if with_tokens:
         body["tokens"] = list(vector.tokens)
     return body
