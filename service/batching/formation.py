@@ -22,7 +22,7 @@ def form_batch(
     max_items: int,
     max_tokens: int,
     window: int,
-    overhead_tokens: float = 64.0,
+    overhead_tokens: float = 16.0,
 ) -> list[int]:
     """Choose the next batch from items waiting in arrival order.
 
