@@ -14,7 +14,7 @@ EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 CHECK_TEXTS = $(addprefix --check-texts ,$(wildcard ../shared/bench/queries.jsonl))
 export EMBED_MODELS
 
-.PHONY: install models run test test-fast lint bench clean settings-doc soak
+.PHONY: install models run test test-fast lint bench packing clean settings-doc soak
 
 install: $(VENV)/.installed
 
@@ -71,6 +71,11 @@ lint: install
 
 bench: models
 	$(BIN)/python -m bench
+
+# What one inference call costs the default model here, and which EMBED_BATCH_OVERHEAD_TOKENS
+# packs a closed loop of clients best (bench/packing.py): about 15 seconds on 2 cores
+packing: models
+	$(BIN)/python -m bench.packing
 
 # Soak: a bounded load of mixed routes on loopback against the real service; writes a report
 # (requests, errors, p50/p99, RSS) to bench-results/soak.json. `make soak SOAK_SECONDS=120`.

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     batch_overhead_tokens: float = Field(16.0, ge=0)
     """Fixed cost of one inference call, in padded-token equivalents, when choosing a batch:
     small (CPU) groups similar lengths tightly, large (GPU) makes batches as big as allowed.
-    16 is what a call costs MiniLM on 2 cores (`python -m bench.packing` measures it)."""
+    16 packed MiniLM best on 2 cores; `make packing` measures it for a model."""
     max_wait_ms: float = Field(2.0, ge=0)
     """How long a batch may wait for companions when the model is idle."""
     queue_max_items: int = Field(4096, ge=1)
