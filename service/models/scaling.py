@@ -52,9 +52,10 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 def replica_count(settings: Settings, provider: str, cores: int | None = None) -> int:
     """Sessions per model: the setting, or (0) one on a GPU, and on CPU as many sessions of
     `intra_op_threads` (else `cpu_threads_per_replica`, else max(2, isqrt(cores))) threads as
-    the cores hold. Two threads at least: served on 2 cores, 1 x 2 beat 2 x 1 at one client
-    (p50 12.8 against 19.2 ms) and at 32 (100.6 against 95.4 passages/s), although 2 x 1
-    wins in-process, where nothing else needs the cores."""
+    the cores hold. Two threads at least, for latency: served on 2 cores, a lone request
+    runs 2-3 ms faster on 1 x 2 than on 2 x 1. Under load 2 x 1 serves more (0.94 against
+    0.85 of the ceiling at 32 clients), so `EMBED_REPLICAS=2` is the throughput setting
+    (docs/benchmarks/2026-11-25-cpu-2core-packing.md)."""
     if settings.replicas > 0:
         return settings.replicas
     if provider == CUDA:
