@@ -3,8 +3,8 @@ base64 (little-endian float32, what OpenAI's SDKs decode), and token usage.
 
 JSON is written by orjson straight from numpy arrays: a float32 is written as the shortest
 decimal that reads back as the same float32. That is 25x faster than the standard library
-on a 384-float vector (11 against 290 us, measured), and 40% fewer bytes; it was a third of
-the event loop's CPU per request (docs/benchmarks)."""
+on a 384-float vector (11 against 290 us, measured), and 40% fewer bytes; it was the largest
+single item on the event loop under load (docs/benchmarks/2026-11-25-cpu-2core-packing.md)."""
 
 from __future__ import annotations
 
