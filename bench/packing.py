@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import corpus, inprocess
+from service.batching.batcher import BatchConfig
 from service.batching.formation import form_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +101,8 @@ def closed_loop(
     overhead_tokens: float,
     clients: int,
     round_trip_ms: float = 1.5,
-    max_items: int = 32,
-    max_tokens: int = 8192,
+    max_items: int = BatchConfig.max_items,
+    max_tokens: int = BatchConfig.max_tokens,
     served: int = 3000,
 ) -> tuple[float, float]:
     """Items/s and mean batch size of `clients` clients sending `lengths` in turn to one
@@ -120,7 +121,11 @@ def closed_loop(
             now = arrivals[0][0]
             continue
         chosen = form_batch(
-            [length for _, _, length in queue], max_items, max_tokens, 1024, overhead_tokens
+            [length for _, _, length in queue],
+            max_items,
+            max_tokens,
+            BatchConfig.window,
+            overhead_tokens,
         )
         picked = set(chosen)
         batch = [queue[i] for i in chosen]

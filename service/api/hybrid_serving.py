@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from service.api.dense_serving import embed as embed_dense
 from service.api.dense_serving import shape_vectors
+from service.api.encoding import encode_vectors
 from service.api.sparse_serving import embed_sparse, render
 from service.errors import InvalidInput
 from service.models.kinds.encoded import InputType
@@ -60,7 +59,7 @@ async def _member_vectors(
         vectors = shape_vectors(
             result.vectors, normalize=model.spec.normalize, dimensions=None, dim=model.spec.dim
         )
-        return list(np.ascontiguousarray(vectors)), result.tokens
+        return encode_vectors(vectors, "float"), result.tokens
     language = options.language if model.spec.options.get("family") == "bm25" else None
     sparse = await embed_sparse(
         model, texts, input_type=options.input_type, truncate=options.truncate, language=language
