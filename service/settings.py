@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one on a GPU; on
     CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else
     max(2, isqrt(cores)) threads as the cores hold (docs/scaling.md)."""
+    adaptive_sessions: bool = True
+    """With replicas=0, when a dense model gets one CPU session of several threads: also load
+    one single-thread session per thread, all sharing one copy of the weights. A batch with
+    nothing behind it runs on all the threads (latency); under load, batches run on the
+    single-thread sessions side by side (throughput). About +40 MiB per model
+    (docs/scaling.md)."""
     graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"
     """Which ONNX graph of a converted model directory to load; auto takes the variant the
     conversion recorded as default for the execution provider."""

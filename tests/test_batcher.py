@@ -274,3 +274,93 @@ def test_formation_picks_the_most_efficient_run_around_the_oldest() -> None:
             other = sum(lengths[i] for i in run) / (64 + len(run) * max(lengths[i] for i in run))
             assert other <= useful / cost + 1e-12
     assert 0 in chosen
+
+
+class Cores:
+    """process(worker, payloads) for a solo batcher: records which workers ran each batch and
+    which ran at the same time; worker 0 must never run beside another."""
+
+    def __init__(self, hold_s: float = 0.02) -> None:
+        self.hold_s = hold_s
+        self.lock = threading.Lock()
+        self.running: set[int] = set()
+        self.overlaps: list[frozenset[int]] = []
+        self.workers: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, worker: int, payloads: Sequence[Any]) -> list[Any]:
+        with self.lock:
+            self.running.add(worker)
+            self.overlaps.append(frozenset(self.running))
+            self.workers.append(worker)
+        self.entered.set()
+        self.gate.wait(10)
+        time.sleep(self.hold_s)
+        with self.lock:
+            self.running.discard(worker)
+        return [p * 2 for p in payloads]
+
+
+async def solo_batcher(cores: Cores, **config: Any) -> Batcher:
+    batcher = Batcher("m", cores, workers=3, solo=True, config=BatchConfig(**config))
+    batcher.start()
+    return batcher
+
+
+async def test_solo_a_lone_request_runs_on_the_wide_worker() -> None:
+    cores = Cores(hold_s=0)
+    batcher = await solo_batcher(cores)
+    try:
+        for n in range(3):  # one at a time: each has nothing behind it
+            assert await batcher.enqueue(items(n, n + 10)) == [2 * n, 2 * n + 20]
+    finally:
+        await batcher.stop()
+    assert cores.workers == [0, 0, 0] and batcher.solo_batches == 3
+
+
+async def test_solo_under_load_the_narrow_workers_run_side_by_side_never_beside_the_wide() -> None:
+    cores = Cores()
+    batcher = await solo_batcher(cores, max_items=2, max_wait_s=0)
+    try:
+        results = await asyncio.gather(*(batcher.enqueue(items(n)) for n in range(24)))
+        assert results == [[2 * n] for n in range(24)]
+        # Load is gone: the next lone request gets the wide worker again.
+        assert await batcher.enqueue(items(100)) == [200]
+    finally:
+        await batcher.stop()
+    assert set(cores.workers[:-1]) == {1, 2} and cores.workers[-1] == 0
+    assert frozenset({1, 2}) in cores.overlaps  # the two narrow sessions really overlapped
+    assert all(len(running) == 1 for running in cores.overlaps if 0 in running)
+    assert len(cores.workers) < 24  # still batched
+
+
+async def test_solo_requests_arriving_while_the_wide_worker_runs_wait_for_it() -> None:
+    cores = Cores(hold_s=0)
+    batcher = await solo_batcher(cores, max_items=1, max_wait_s=0)
+    cores.gate.clear()
+    try:
+        first = asyncio.create_task(batcher.enqueue(items(1)))
+        await asyncio.to_thread(cores.entered.wait, 5)
+        later = [asyncio.create_task(batcher.enqueue(items(n))) for n in (2, 3, 4)]
+        await asyncio.sleep(0.05)
+        assert cores.workers == [0]  # nothing started beside the wide worker
+        cores.gate.set()
+        assert await first == [2]
+        assert [await task for task in later] == [[4], [6], [8]]
+    finally:
+        await batcher.stop()
+    assert all(len(running) == 1 for running in cores.overlaps if 0 in running)
+    assert 0 not in cores.workers[1:3]  # the two waiting behind others went to narrow workers
+
+
+async def test_without_solo_every_worker_takes_batches() -> None:
+    cores = Cores(hold_s=0)
+    batcher = Batcher("m", cores, workers=3, config=BatchConfig(max_items=1, max_wait_s=0))
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.enqueue(items(n)) for n in range(12)))
+    finally:
+        await batcher.stop()
+    assert set(cores.workers) == {0, 1, 2} and batcher.solo_batches == 0

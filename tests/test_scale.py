@@ -1,10 +1,11 @@
 """Scaling on CPU with tiny models: reusable padded buffers, the shape grid and its warming,
-replica count and dispatch (two sessions really run batches at the same time), and the GPU
-batch profile."""
+replica count and dispatch (two sessions really run batches at the same time), adaptive
+sessions sharing one copy of the weights, and the GPU batch profile."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
@@ -28,6 +30,7 @@ from service.models.scaling import (
     available_cores,
     batch_config,
     replica_count,
+    session_layout,
     session_threads,
     shape_grid,
 )
@@ -271,3 +274,94 @@ def test_the_gpu_bench_refuses_without_cuda_and_says_why(
     assert gpu.main() == 2
     message = capsys.readouterr().err
     assert "needs CUDA" in message and "onnxruntime-gpu" in message
+
+
+def test_adaptive_layout_only_where_auto_gives_one_cpu_session_of_several_threads() -> None:
+    auto = Settings(replicas=0)
+    assert session_layout(auto, CPU, "dense", cores=2) == ([2, 1, 1], True)
+    assert session_layout(auto, CPU, "dense", cores=3) == ([3, 1, 1, 1], True)
+    assert session_layout(auto, CPU, "dense", cores=1) == ([1], False)
+    assert session_layout(auto, CPU, "dense", cores=16) == ([4, 4, 4, 4], False)
+    assert session_layout(auto, CUDA, "dense", cores=2) == ([2], False)
+    assert session_layout(auto, CPU, "sparse", cores=2) == ([2], False)
+    assert session_layout(Settings(replicas=1), CPU, "dense", cores=2) == ([2], False)
+    assert session_layout(Settings(replicas=2), CPU, "dense", cores=2) == ([1, 1], False)
+    off = Settings(replicas=0, adaptive_sessions=False)
+    assert session_layout(off, CPU, "dense", cores=2) == ([2], False)
+    assert Settings.model_fields["adaptive_sessions"].default is True
+
+
+def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("service.models.scaling.available_cores", lambda *_: 2)
+
+
+def test_adaptive_sessions_share_one_copy_of_the_weights_and_agree(
+    tiny_dense: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_cores(monkeypatch)
+    directory, table = tiny_dense
+    model = load_tiny(directory, replicas=0)
+    assert model.solo and [runner.threads for runner in model.runners] == [2, 1, 1]
+    weights = model.runners[0].weights
+    assert weights is not None and all(r.weights is weights for r in model.runners)
+    np.testing.assert_array_equal(weights.arrays["table"], table)
+    del weights
+    gc.collect()  # the sessions read the shared values in place: they must still be alive
+    texts = ["hello world", "the red cat sat"]
+    payloads = [payload for _, payload in prepare_texts(model, texts, None, True)]
+    expected = np.stack([tiny_models.expected_dense(table, t, normalize=False) for t in texts])
+    for worker in range(3):
+        np.testing.assert_allclose(np.stack(model.process(worker, payloads)), expected, atol=1e-6)
+
+
+def test_adaptive_sessions_fall_back_to_one_session_when_the_weights_are_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    two_cores(monkeypatch)
+    table = tiny_models.build_dense_model(tmp_path)
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    # the table goes to a file of its own (ONNX Runtime needs the small constants inline)
+    onnx.save(graph, str(tmp_path / "model.onnx"), save_as_external_data=True, size_threshold=64)
+    model = load_tiny(tmp_path, replicas=0)
+    assert not model.solo and [runner.threads for runner in model.runners] == [2]
+    assert "adaptive sessions off" in caplog.text
+    payloads = [payload for _, payload in prepare_texts(model, ["one two"], None, True)]
+    expected = tiny_models.expected_dense(table, "one two", normalize=False)
+    np.testing.assert_allclose(model.process(0, payloads)[0], expected, atol=1e-6)
+
+
+def test_served_adaptive_sessions_report_their_threads_and_serve_solo_then_side_by_side(
+    tiny_dense: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_cores(monkeypatch)
+    directory, table = tiny_dense
+    threads_run: list[int] = []
+    original = OnnxRunner.run
+
+    def slow_run(self: OnnxRunner, feeds: Any) -> Any:
+        threads_run.append(self.threads)
+        time.sleep(0.02)  # long enough for the other requests to queue behind a batch
+        return original(self, feeds)
+
+    monkeypatch.setattr(OnnxRunner, "run", slow_run)
+    with serving(models=[str(directory)], replicas=0, max_batch_items=1) as client:
+        threads_run.clear()  # the warm-up runs
+        state = client.get("/ready").json()["models"]["tiny/dense"]
+        lone = client.post("/embed/dense", json={"inputs": ["hello world"]})
+        batcher = client.app.state.registry.models["tiny/dense"].batcher  # type: ignore[attr-defined]
+        solo_after_lone = batcher.solo_batches
+        texts = [f"{a} {b}" for a in tiny_models.WORDS[4:12] for b in ("cat", "dog")]
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(
+                pool.map(lambda t: client.post("/embed/dense", json={"inputs": [t]}), texts)
+            )
+        metrics = client.get("/metrics").text
+    solo_line = f'embed_solo_batches_total{{model="tiny/dense"}} {float(batcher.solo_batches)}'
+    assert solo_line in metrics
+    assert state["session_threads"] == [2, 1, 1] and state["sessions"] == 3
+    assert lone.status_code == 200 and solo_after_lone == 1
+    assert threads_run[0] == 2 and threads_run.count(1) >= len(texts) // 2
+    assert batcher.solo_batches == threads_run.count(2)
+    for response, text in zip(responses, texts, strict=True):
+        expected = tiny_models.expected_dense(table, text)
+        np.testing.assert_allclose(response.json()["embeddings"][0], expected, atol=1e-6)

@@ -41,7 +41,8 @@ def _state(model: LoadedModel) -> dict[str, Any]:
     return {
         "provider": model.provider,
         "variant": model.variant,
-        "sessions": len(model.runners),  # replicas (docs/scaling.md)
+        "sessions": len(model.runners),  # replicas, or adaptive sessions (docs/scaling.md)
+        "session_threads": [runner.threads for runner in model.runners],
         "worker_alive": alive,
     }
 

@@ -2,10 +2,14 @@
 
 A request's inputs are prepared (tokenized) off the event loop, then queued as items with
 their token lengths. One asyncio loop per model forms length-sorted batches around the oldest
-item and hands each to a worker (one per session replica, each with its own thread). A
-worker takes ``pipeline_depth`` batches: the next one is formed and waiting in the worker's
-thread while the current one runs, so the session never idles on a round trip through the
-event loop. Results resolve each item's future. Failures fail that batch only; a request
+item and hands each to a worker (one per session, each with its own thread). A worker takes
+``pipeline_depth`` batches: the next one is formed and waiting in the worker's thread while
+the current one runs, so the session never idles on a round trip through the event loop.
+With ``solo`` (adaptive sessions, docs/scaling.md), worker 0 is a session on all the cores
+and the others are single-thread sessions that together use the same cores: a batch with
+nothing behind it (no item waiting, no request being tokenized, every worker idle) runs on
+worker 0 alone, for latency; otherwise batches go to the others in parallel, and worker 0
+never runs beside them. Results resolve each item's future. Failures fail that batch only; a request
 whose caller has gone (its task cancelled) is dropped before it costs inference, even from a
 batch already formed; the queue is bounded (429) and a request waits at most
 ``request_timeout_s`` (503).
@@ -53,6 +57,7 @@ class BatchObserver(Protocol):
     ) -> None: ...
     def queue_depth(self, depth: int) -> None: ...
     def rejected(self, reason: str) -> None: ...
+    def solo_batch(self) -> None: ...
 
 
 class NullObserver:
@@ -66,6 +71,9 @@ class NullObserver:
         pass
 
     def rejected(self, reason: str) -> None:
+        pass
+
+    def solo_batch(self) -> None:
         pass
 
 
@@ -104,6 +112,7 @@ class Batcher:
         process: ProcessFn,
         *,
         workers: int = 1,
+        solo: bool = False,
         config: BatchConfig | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -112,6 +121,7 @@ class Batcher:
         self._process = process
         self._observer = observer or NullObserver()
         self._workers = workers
+        self._solo = solo and workers > 1
         self._queue: deque[_Item] = deque()
         self._preparing = 0  # requests accepted and being tokenized: companions on their way
         self._wakeup: asyncio.Event | None = None
@@ -122,6 +132,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
         self.batches_run = 0
+        self.solo_batches = 0  # batches that ran on worker 0 alone (with solo)
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -229,14 +240,33 @@ class Batcher:
         while True:
             await self._free_slot()
             batch = await self._next_batch()
-            loads = [len(dispatched) for dispatched in self._dispatched]
-            self._dispatch(loads.index(min(loads)), batch)
+            self._dispatch(self._choose_worker(), batch)
+
+    def _open_workers(self) -> list[int]:
+        """Workers that take another batch now: those with fewer than pipeline_depth. With
+        solo, none while worker 0 runs, and worker 0 only when all are idle."""
+        depth = max(1, self.config.pipeline_depth)
+        loads = [len(dispatched) for dispatched in self._dispatched]
+        if not self._solo:
+            return [worker for worker, load in enumerate(loads) if load < depth]
+        if loads[0]:
+            return []
+        return [worker for worker in range(1, len(loads)) if loads[worker] < depth]
+
+    def _choose_worker(self) -> int:
+        """The least loaded open worker; with solo, worker 0 for a batch with nothing behind
+        it (called after the batch has left the queue)."""
+        loads = [len(dispatched) for dispatched in self._dispatched]
+        if self._solo and not any(loads) and not self._queue and self._preparing == 0:
+            self.solo_batches += 1
+            self._observer.solo_batch()
+            return 0
+        return min(self._open_workers(), key=lambda worker: loads[worker])
 
     async def _free_slot(self) -> None:
         """Wait until some worker takes another batch (it is idle, or runs only one)."""
         assert self._slot_freed is not None
-        depth = max(1, self.config.pipeline_depth)
-        while min(len(dispatched) for dispatched in self._dispatched) >= depth:
+        while not self._open_workers():
             self._slot_freed.clear()
             await self._slot_freed.wait()
 

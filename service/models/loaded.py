@@ -26,6 +26,7 @@ class LoadedModel:
     handler: KindHandler
     text: TextEncoder | None = None
     runners: list[OnnxRunner] = field(default_factory=list)
+    solo: bool = False  # adaptive sessions: runners[0] on all threads, the rest on one each
     resources: Any = None
     variant: str = "original"
     batcher: Batcher | None = None

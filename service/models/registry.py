@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from service.batching.batcher import BatchConfig, Batcher
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound
@@ -12,9 +13,10 @@ from service.models import scaling
 from service.models.catalogue import ModelSpec, load_catalogue
 from service.models.kinds import KIND_HANDLERS, handler_for
 from service.models.loaded import LoadedModel
-from service.models.runner import CPU, CUDA, OnnxRunner, choose_provider
+from service.models.runner import CPU, CUDA, OnnxRunner, SharedWeights, choose_provider
 from service.models.store import HubOptions, model_directory, resolve_reference, with_variant
 from service.models.text import load_text_encoder
+from service.models.weights import Unreadable, read_initializers
 from service.ops.metrics import Metrics
 from service.settings import Settings
 
@@ -25,6 +27,16 @@ def hub_options(settings: Settings) -> HubOptions:
     return HubOptions(
         cache_dir=settings.cache_dir, offline=settings.offline, token=settings.hf_token
     )
+
+
+def shared_weights(graph: Path) -> SharedWeights | None:
+    """The graph's weights, once, for adaptive sessions; None (plain sessions) when they are
+    not in a layout service/models/weights.py reads."""
+    try:
+        return SharedWeights(read_initializers(graph))
+    except Unreadable as exc:
+        log.warning("adaptive sessions off for %s: %s", graph, exc)
+        return None
 
 
 def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedModel:
@@ -40,9 +52,11 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
             spec, directory, settings.graph_variant, provider == CUDA
         )
         model.spec = spec
-        replicas = scaling.replica_count(settings, provider)
-        threads = scaling.session_threads(settings, replicas)
         graph = directory / spec.source.model_file
+        layout, model.solo = scaling.session_layout(settings, provider, spec.kind)
+        weights = shared_weights(graph) if model.solo else None
+        if model.solo and weights is None:
+            layout, model.solo = layout[:1], False
         model.runners = [
             OnnxRunner(
                 graph,
@@ -51,8 +65,9 @@ def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedMo
                 spinning=settings.ort_spinning,
                 optimization=settings.ort_graph_optimization,
                 memory_arena=settings.ort_memory_arena,
+                weights=weights,
             )
-            for _ in range(replicas)
+            for threads in layout
         ]
     if handler.needs_text:
         model.text = load_text_encoder(directory, spec.max_length)
@@ -127,6 +142,7 @@ class ModelRegistry:
                         model.name,
                         model.process,
                         workers=len(model.runners),
+                        solo=model.solo,
                         config=scaling.batch_config(settings, model.provider, model.spec.kind),
                         observer=metrics.observer(model.name),
                     )

@@ -51,6 +51,24 @@ def default_threads(replicas: int) -> int:
     return max(1, (os.cpu_count() or 1) // replicas)
 
 
+class SharedWeights:
+    """One copy of a graph's weights as ONNX Runtime values, for several sessions of the
+    same graph (service/models/weights.py). The arrays stay referenced here: ONNX Runtime
+    reads CPU values in place, without a copy."""
+
+    def __init__(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        import onnxruntime as ort
+
+        self.arrays = dict(arrays)
+        self.values = {
+            name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in self.arrays.items()
+        }
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for array in self.arrays.values())
+
+
 class OnnxRunner:
     def __init__(
         self,
@@ -61,6 +79,7 @@ class OnnxRunner:
         spinning: bool = False,
         optimization: str = "all",
         memory_arena: bool = True,
+        weights: SharedWeights | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -74,6 +93,9 @@ class OnnxRunner:
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if spinning else "0"
         )
+        if weights is not None:
+            for name, value in weights.values.items():
+                options.add_initializer(name, value)
         providers = [provider] if provider == CPU else [provider, CPU]
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
@@ -84,6 +106,8 @@ class OnnxRunner:
                 f"{path}: asked for {provider} but ONNX Runtime gave {self.session.get_providers()}"
             )
         self.provider = provider
+        self.threads = threads
+        self.weights = weights  # the session reads them in place: they live as long as it
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 

@@ -4,6 +4,8 @@
   session; on CPU sessions of ``intra_op_threads`` threads when set, else
   ``cpu_threads_per_replica``, else max(2, isqrt(cores)) threads (1 x 2 on 2 cores, 4 x 4 on
   16: the measured best splits, docs/scaling.md), counting the cores a CPU quota allows.
+- Adaptive sessions: where that gives one CPU session of several threads to a dense model,
+  it also gets one single-thread session per thread, sharing the weights (``session_layout``).
 - On CUDA a dense model's batcher gets the GPU profile (``gpu_max_batch_items``,
   ``gpu_max_batch_tokens``) and a wider window to sort by length in; padded widths are
   rounded up to ``gpu_pad_multiple``.
@@ -32,6 +34,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 GPU_PROFILE_KINDS = ("dense",)
+ADAPTIVE_KINDS = ("dense",)  # measured there (docs/scaling.md); other kinds keep replicas
 WINDOW_PER_BATCH = 4  # the batcher sorts by length within this many batches' worth of items
 
 
@@ -70,6 +73,31 @@ def replica_count(settings: Settings, provider: str, cores: int | None = None) -
 def session_threads(settings: Settings, replicas: int, cores: int | None = None) -> int:
     """Threads per session: the setting, or the cores shared among the replicas."""
     return settings.intra_op_threads or max(1, (cores or available_cores()) // replicas)
+
+
+def session_layout(
+    settings: Settings, provider: str, kind: str, cores: int | None = None
+) -> tuple[list[int], bool]:
+    """Threads of each session of a model, and whether the first one runs solo.
+
+    Adaptive sessions (``adaptive_sessions``, replicas=0, a dense model, CPU, one session of
+    several threads): that session, then one single-thread session per thread. The batcher
+    runs a batch with nothing behind it on the first alone and batches under load on the
+    others side by side: on 2 cores the latency of 1 x 2 and the throughput of 2 x 1
+    (docs/scaling.md, "Adaptive sessions")."""
+    replicas = replica_count(settings, provider, cores)
+    threads = session_threads(settings, replicas, cores)
+    adaptive = (
+        settings.adaptive_sessions
+        and settings.replicas == 0
+        and provider != CUDA
+        and kind in ADAPTIVE_KINDS
+        and replicas == 1
+        and threads > 1
+    )
+    if adaptive:
+        return [threads] + [1] * threads, True
+    return [threads] * replicas, False
 
 
 def batch_config(settings: Settings, provider: str, kind: str = "dense") -> BatchConfig:

@@ -67,6 +67,12 @@ class Metrics:
         self.rejected = Counter(
             f"{PREFIX}_rejected", "Requests refused by the batcher", ["model", "reason"], registry=r
         )
+        self.solo_batches = Counter(
+            f"{PREFIX}_solo_batches",
+            "Batches run alone on the multi-thread session (adaptive sessions, docs/scaling.md)",
+            ["model"],
+            registry=r,
+        )
 
     def observer(self, model: str) -> ModelObserver:
         return ModelObserver(self, model)
@@ -84,6 +90,7 @@ class ModelObserver:
         self._inference = metrics.inference_seconds.labels(model)
         self._size = metrics.batch_size.labels(model)
         self._tokens = metrics.batch_tokens.labels(model)
+        self._solo = metrics.solo_batches.labels(model)
         self._depth = metrics.queue_depth.labels(model)
         self._rejected = metrics.rejected
         self._model = model
@@ -100,6 +107,9 @@ class ModelObserver:
 
     def queue_depth(self, depth: int) -> None:
         self._depth.set(depth)
+
+    def solo_batch(self) -> None:
+        self._solo.inc()
 
     def rejected(self, reason: str) -> None:
         self._rejected.labels(self._model, reason).inc()
