@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import corpus, gpu, inprocess, served
 from service.models.runner import CPU
-from service.models.scaling import replica_count
+from service.models.scaling import session_layout
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,11 +86,15 @@ def ceiling_line(passages: list[str], graph: str) -> tuple[float, int]:
     return best
 
 
-# The throughput setting on CPU: sessions of half the threads each, so two batches run at
-# once and neither waits on the other's threads (docs/scaling.md). Measured beside the default.
-THROUGHPUT_ENV = {"EMBED_REPLICAS": "2"}
+# Where the default is adaptive sessions (one wide session and single-thread ones), the two
+# fixed layouts it chooses between are measured beside it: one session on all the threads
+# (latency) and single-thread replicas (throughput) (docs/scaling.md, "Adaptive sessions").
+FIXED_LAYOUTS = (
+    ("EMBED_ADAPTIVE_SESSIONS=false: ", {"EMBED_ADAPTIVE_SESSIONS": "false"}),
+    ("EMBED_REPLICAS=2: ", {"EMBED_REPLICAS": "2"}),
+)
 DEFAULT_LOADS = ((1, 1), (1, 8), (1, 32), (1, 64), (32, 4))
-THROUGHPUT_LOADS = ((1, 1), (1, 32))
+FIXED_LOADS = ((1, 1), (1, 32))
 
 
 def served_lines(name: str, passages: list[str], ceiling: float, single_ms: float) -> None:
@@ -100,8 +104,8 @@ def served_lines(name: str, passages: list[str], ceiling: float, single_ms: floa
     setups: list[tuple[str, dict[str, str], tuple[tuple[int, int], ...]]] = [
         ("", {}, DEFAULT_LOADS)
     ]
-    if THREADS >= 2 and replica_count(Settings(), CPU, cores=THREADS) == 1:
-        setups.append(("EMBED_REPLICAS=2: ", THROUGHPUT_ENV, THROUGHPUT_LOADS))
+    if session_layout(Settings(), CPU, "dense", cores=THREADS)[1]:
+        setups += [(label, env, FIXED_LOADS) for label, env in FIXED_LAYOUTS]
     for label, env, loads in setups:
         with served.server({"EMBED_MODELS": f"{name}@{MODEL_DIR}", **env}) as (url, _):
             for per_request, concurrency in loads:
@@ -192,8 +196,12 @@ def replica_lines(passages: list[str], graph: str, batch: int) -> None:
         threads = max(1, THREADS // sessions)
         rate = inprocess.replicas(MODEL_DIR, graph, passages, batch, sessions, threads)
         row(f"{sessions} x {threads}", f"{rate:.1f}")
-    chosen = replica_count(Settings(), CPU, cores=THREADS)
-    say(f"\nthe service's default (replicas=0): {chosen} x {max(1, THREADS // chosen)}")
+    layout, adaptive = session_layout(Settings(), CPU, "dense", cores=THREADS)
+    if adaptive:
+        split = f"1 x {layout[0]} for a lone batch, {len(layout) - 1} x 1 under load"
+        say(f"\nthe service's default for a dense model (adaptive sessions): {split}")
+    else:
+        say(f"\nthe service's default for a dense model: {len(layout)} x {layout[0]}")
 
 
 def memory_lines(name: str, passages: list[str]) -> None:
