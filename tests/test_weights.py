@@ -71,8 +71,9 @@ def test_every_layout_and_type_reads_as_onnx_reads_it(tmp_path: Path) -> None:
     assert_same(read, expected)
     assert read["t_i64"][2] == 2**63 - 1 and read["t_i8"][0] == -128  # two's complement
     assert read["t_u64"][1] == 2**64 - 1
-    for array in read.values():  # fresh arrays ONNX Runtime can hold in place
+    for array in read.values():  # fresh arrays ONNX Runtime can hold in place, 64-byte aligned
         assert array.flags.writeable and array.flags.c_contiguous
+        assert array.size == 0 or array.ctypes.data % 64 == 0
 
 
 def test_the_tiny_and_the_real_graphs_read_as_onnx_reads_them(

@@ -41,6 +41,7 @@ DIMS, DATA_TYPE, SEGMENT, FLOAT_DATA, INT32_DATA, STRING_DATA = 1, 2, 3, 4, 5, 6
 INT64_DATA, NAME, RAW_DATA, DOUBLE_DATA, UINT64_DATA = 7, 8, 9, 10, 11
 EXTERNAL_DATA, DATA_LOCATION = 13, 14
 UNREAD = {SEGMENT, STRING_DATA, EXTERNAL_DATA}
+ALIGNMENT = 64
 
 
 class Unreadable(ValueError):
@@ -133,7 +134,17 @@ def _tensor(buf: memoryview, start: int, end: int) -> tuple[str, npt.NDArray[Any
     count = int(np.prod(dims)) if dims else 1
     if array.size != count:
         raise Unreadable(f"initializer {name!r}: {array.size} values for shape {dims}")
-    return name, array.reshape(dims)
+    return name, _aligned(array.reshape(dims))
+
+
+def _aligned(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A copy starting on a 64-byte boundary, as ONNX Runtime aligns its own tensors (numpy
+    aligns to 16)."""
+    block = np.empty(array.nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -block.ctypes.data % ALIGNMENT
+    out = block[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
 
 
 def read_initializers(path: Path) -> dict[str, npt.NDArray[Any]]:
