@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else
     max(2, isqrt(cores)) threads as the cores hold (docs/scaling.md)."""
     adaptive_sessions: bool = True
-    """With replicas=0, when a dense model gets one CPU session of several threads: also load
+    """With replicas=0, when a dense model gets one CPU session of 2 or 3 threads: also load
     one single-thread session per thread, all sharing one copy of the weights. A batch with
     nothing behind it runs on all the threads (latency); under load, batches run on the
     single-thread sessions side by side (throughput). Costs about what replicas=2 costs:

@@ -4,7 +4,7 @@
   session; on CPU sessions of ``intra_op_threads`` threads when set, else
   ``cpu_threads_per_replica``, else max(2, isqrt(cores)) threads (1 x 2 on 2 cores, 4 x 4 on
   16: the measured best splits, docs/scaling.md), counting the cores a CPU quota allows.
-- Adaptive sessions: where that gives one CPU session of several threads to a dense model,
+- Adaptive sessions: where that gives one CPU session of 2-3 threads to a dense model,
   it also gets one single-thread session per thread, sharing the weights (``session_layout``).
 - On CUDA a dense model's batcher gets the GPU profile (``gpu_max_batch_items``,
   ``gpu_max_batch_tokens``) and a wider window to sort by length in; padded widths are
@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 GPU_PROFILE_KINDS = ("dense",)
 ADAPTIVE_KINDS = ("dense",)  # measured there (docs/scaling.md); other kinds keep replicas
+# Adaptive sessions only for a session of at most this many threads: the small machines where
+# the auto layout gives one session. A session pinned to many cores (EMBED_INTRA_OP_THREADS
+# on a big pod) would get as many single-thread sessions, and 16 x 1 was the slowest split
+# measured on 16 cores (shared/GPU.md).
+ADAPTIVE_MAX_THREADS = 3
 WINDOW_PER_BATCH = 4  # the batcher sorts by length within this many batches' worth of items
 
 
@@ -81,7 +86,7 @@ def session_layout(
     """Threads of each session of a model, and whether the first one runs solo.
 
     Adaptive sessions (``adaptive_sessions``, replicas=0, a dense model, CPU, one session of
-    several threads): that session, then one single-thread session per thread. The batcher
+    2 or 3 threads): that session, then one single-thread session per thread. The batcher
     runs a batch with nothing behind it on the first alone and batches under load on the
     others side by side: on 2 cores the latency of 1 x 2 and the throughput of 2 x 1
     (docs/scaling.md, "Adaptive sessions")."""
@@ -93,7 +98,7 @@ def session_layout(
         and provider != CUDA
         and kind in ADAPTIVE_KINDS
         and replicas == 1
-        and threads > 1
+        and 1 < threads <= ADAPTIVE_MAX_THREADS
     )
     if adaptive:
         return [threads] + [1] * threads, True
