@@ -284,7 +284,7 @@ def test_adaptive_layout_only_where_auto_gives_one_cpu_session_of_several_thread
     assert session_layout(auto, CPU, "dense", cores=16) == ([4, 4, 4, 4], False)
     pinned = Settings(replicas=0, intra_op_threads=16)  # the k8s base on a 16-CPU pod
     assert session_layout(pinned, CPU, "dense", cores=16) == ([16], False)
-    assert session_layout(Settings(intra_op_threads=2), CPU, "dense", cores=2)[1]
+    assert session_layout(Settings(replicas=0, intra_op_threads=2), CPU, "dense", cores=2)[1]
     assert session_layout(auto, CUDA, "dense", cores=2) == ([2], False)
     assert session_layout(auto, CPU, "sparse", cores=2) == ([2], False)
     assert session_layout(Settings(replicas=1), CPU, "dense", cores=2) == ([2], False)
