@@ -9,9 +9,9 @@ With ``solo`` (adaptive sessions, docs/scaling.md), worker 0 is a session on all
 and the others are single-thread sessions that together use the same cores: a batch with
 nothing behind it (no item waiting, no request being tokenized, every worker idle) runs on
 worker 0 alone, for latency; otherwise batches go to the others in parallel, and worker 0
-never runs beside them. Results resolve each item's future. Failures fail that batch only; a request
-whose caller has gone (its task cancelled) is dropped before it costs inference, even from a
-batch already formed; the queue is bounded (429) and a request waits at most
+never runs beside them. Results resolve each item's future. Failures fail that batch only;
+a request whose caller has gone (its task cancelled) is dropped before it costs inference,
+even from a batch already formed; the queue is bounded (429) and a request waits at most
 ``request_timeout_s`` (503).
 """
 

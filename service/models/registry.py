@@ -33,10 +33,12 @@ def shared_weights(graph: Path) -> SharedWeights | None:
     """The graph's weights, once, for adaptive sessions; None (plain sessions) when they are
     not in a layout service/models/weights.py reads."""
     try:
-        return SharedWeights(read_initializers(graph))
+        weights = SharedWeights(read_initializers(graph))
     except Unreadable as exc:
         log.warning("adaptive sessions off for %s: %s", graph, exc)
         return None
+    log.info("adaptive sessions share %.0f MiB of weights of %s", weights.nbytes / 2**20, graph)
+    return weights
 
 
 def load_model(spec: ModelSpec, settings: Settings, hub: HubOptions) -> LoadedModel:
