@@ -2,12 +2,12 @@
 
 Sessions of the same graph can share one copy of its weights (ONNX Runtime's
 `SessionOptions.add_initializer`), so a model can keep sessions of different thread counts
-for little more memory than one (docs/scaling.md, "Adaptive sessions"). The service's runtime
-does not install `onnx`, so this reads the few fields it needs from the protobuf wire format:
-ModelProto.graph (field 7), GraphProto.initializer (field 5), and in each TensorProto its
-dims (1), data_type (2), typed data (4, 5, 7, 10, 11), name (8), raw_data (9) and
+without a copy of the weights for each (docs/scaling.md, "Adaptive sessions"). The service's
+runtime does not install `onnx`, so this reads the few fields it needs from the protobuf wire
+format: ModelProto.graph (field 7), GraphProto.initializer (field 5), and in each TensorProto
+its dims (1), data_type (2), typed data (4, 5, 7, 10, 11), name (8), raw_data (9) and
 data_location (14). A layout it does not read (weights in external files, strings, segments)
-gives None, and the caller loads plain sessions instead.
+raises Unreadable, and the caller loads the one plain session instead.
 """
 
 from __future__ import annotations
@@ -98,7 +98,6 @@ def _tensor(buf: memoryview, start: int, end: int) -> tuple[str, npt.NDArray[Any
     dims: list[int] = []
     data_type, name = FLOAT, ""
     raw: memoryview | None = None
-    has_raw = False
     integers: list[int] = []
     fixed: list[bytes] = []
     for number, wire, value in _fields(buf, start, end):
@@ -109,7 +108,7 @@ def _tensor(buf: memoryview, start: int, end: int) -> tuple[str, npt.NDArray[Any
         elif number == NAME:
             name = bytes(buf[value[0] : value[1]]).decode()
         elif number == RAW_DATA:
-            raw, has_raw = buf[value[0] : value[1]], True
+            raw = buf[value[0] : value[1]]
         elif number in (INT32_DATA, INT64_DATA, UINT64_DATA):
             integers += _varints(buf, wire, value)
         elif number in (FLOAT_DATA, DOUBLE_DATA):
@@ -119,7 +118,7 @@ def _tensor(buf: memoryview, start: int, end: int) -> tuple[str, npt.NDArray[Any
     if data_type not in DTYPES:
         raise Unreadable(f"initializer {name!r} has ONNX data type {data_type}")
     dtype = np.dtype(DTYPES[data_type])
-    if has_raw and raw is not None:  # little-endian bytes, whatever the machine
+    if raw is not None:  # little-endian bytes, whatever the machine
         array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
     elif fixed:
         wide = "<f8" if data_type == DOUBLE else "<f4"
