@@ -118,31 +118,33 @@ def _tensor(buf: memoryview, start: int, end: int) -> tuple[str, npt.NDArray[Any
     if data_type not in DTYPES:
         raise Unreadable(f"initializer {name!r} has ONNX data type {data_type}")
     dtype = np.dtype(DTYPES[data_type])
+    # `values` may be a view of the file's bytes or in a wider type: _aligned makes the one
+    # copy, in the tensor's own type.
     if raw is not None:  # little-endian bytes, whatever the machine
-        array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+        values = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
     elif fixed:
         wide = "<f8" if data_type == DOUBLE else "<f4"
-        array = np.frombuffer(b"".join(fixed), dtype=wide).astype(dtype)
+        values = np.frombuffer(b"".join(fixed), dtype=wide)
     elif data_type == FLOAT16:  # int32_data holds the half floats' bits
-        array = np.array(integers, dtype=np.uint16).view(np.float16)
+        values = np.array(integers, dtype=np.uint16).view(np.float16)
     elif data_type == UINT64:
-        array = np.array(integers, dtype=np.uint64)
+        values = np.array(integers, dtype=np.uint64)
     else:  # varints of signed types are two's complement in 64 bits
-        signed = [v - (1 << 64) if v >= 1 << 63 else v for v in integers]
-        array = np.array(signed, dtype=np.int64).astype(dtype)
+        values = np.array([v - (1 << 64) if v >= 1 << 63 else v for v in integers], np.int64)
     count = int(np.prod(dims)) if dims else 1
-    if array.size != count:
-        raise Unreadable(f"initializer {name!r}: {array.size} values for shape {dims}")
-    return name, _aligned(array.reshape(dims))
+    if values.size != count:
+        raise Unreadable(f"initializer {name!r}: {values.size} values for shape {dims}")
+    return name, _aligned(values.reshape(dims), dtype)
 
 
-def _aligned(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A copy starting on a 64-byte boundary, as ONNX Runtime aligns its own tensors (numpy
-    aligns to 16)."""
-    block = np.empty(array.nbytes + ALIGNMENT, dtype=np.uint8)
+def _aligned(values: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """`values` copied into a fresh `dtype` array starting on a 64-byte boundary, as ONNX
+    Runtime aligns its own tensors (numpy aligns to 16)."""
+    nbytes = values.size * dtype.itemsize
+    block = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = -block.ctypes.data % ALIGNMENT
-    out = block[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
-    out[...] = array
+    out = block[start : start + nbytes].view(dtype).reshape(values.shape)
+    out[...] = values
     return out
 
 
