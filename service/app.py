@@ -22,6 +22,7 @@ from service.api import (
     sparse_router,
 )
 from service.api.deps import ClientGone, client_gone_response
+from service.api.json_routes import JsonRoutes, json_routes
 from service.api.middleware import RequestContext
 from service.models.registry import ModelRegistry
 from service.ops.metrics import Metrics
@@ -63,13 +64,18 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.metrics = metrics
     errors.install(app)
     app.add_exception_handler(ClientGone, client_gone_response)
-    app.include_router(dense_router.router)
-    app.include_router(late_router.router)
-    app.include_router(rerank_router.router)
-    app.include_router(image_router.router)
-    app.include_router(multimodal_router.router)
-    app.include_router(ops_router.router)
-    app.include_router(sparse_router.router)
+    routers = [
+        dense_router.router,
+        late_router.router,
+        rerank_router.router,
+        image_router.router,
+        multimodal_router.router,
+        ops_router.router,
+        sparse_router.router,
+    ]
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(JsonRoutes, routes=json_routes(routers))  # inside the guard
     guard.install(app, settings, registry)
     openapi_docs.install(app)
     app.add_middleware(RequestContext, metrics=metrics)
