@@ -50,13 +50,12 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
         f"{len(passages)} passages, {len(queries)} queries; default graph {default}"
     )
-    ceiling, best_batch = ceiling_line(passages, default)
+    ceiling, single_batch = ceiling_line(passages, default)
     single_ms = inprocess.single_latency_ms(MODEL_DIR, default, passages[:200], THREADS)
     say(f"in-process one passage at a time: p50 {single_ms:.1f} ms")
     served_lines(name, passages, ceiling, single_ms)
-    variants_lines(passages, queries, best_batch)
+    variants_lines(passages, queries, single_batch)
     peer_line(name, passages)
-    replica_lines(passages, default, best_batch)
     memory_lines(name, passages)
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
@@ -65,25 +64,56 @@ def main() -> None:
     print(f"\nwritten to {path}")
 
 
+def layouts() -> list[tuple[int, int]]:
+    """(sessions, threads each) that use the cores: one wide session, single-thread sessions,
+    and splits between them."""
+    counts = sorted({1, 2, THREADS // 4 or 1, THREADS // 2 or 1, THREADS})
+    return [(sessions, max(1, THREADS // sessions)) for sessions in counts if sessions <= THREADS]
+
+
 def ceiling_line(passages: list[str], graph: str) -> tuple[float, int]:
+    """The best in-process figure over batch sizes and session layouts (and spinning), and
+    the best batch size for one session on all the threads (what the graph variants use)."""
     say("\n## 1. In-process ceiling (tokenizers + ONNX Runtime, length-sorted batches)\n")
-    row("batch", "passages/s")
-    row("---", "---")
-    best = (0.0, 0)
+    say(f"passages/s by batch size and sessions x threads on {THREADS} cores\n")
+    split = layouts()
+    row("batch", *(f"{s} x {t}" for s, t in split))
+    row("---", *("---" for _ in split))
+    best = (0.0, 0, split[0])
+    one_session = (0.0, 0)
     for batch in (1, 2, 4, 8, 16, 32, 64):
-        rate, _ = inprocess.throughput(MODEL_DIR, graph, passages, batch, THREADS)
-        row(batch, f"{rate:.1f}")
-        best = max(best, (rate, batch))
-    spinning, _ = inprocess.throughput(MODEL_DIR, graph, passages, best[1], THREADS, spinning=True)
-    if spinning > best[0]:
-        say(f"| {best[1]}, threads spinning | {spinning:.1f} |")
-        best = (spinning, best[1])
-    unsorted, _ = inprocess.throughput(MODEL_DIR, graph, passages, best[1], THREADS, sort=False)
+        rates = []
+        for sessions, threads in split:
+            rate, _ = inprocess.throughput(
+                MODEL_DIR, graph, passages, batch, threads, sessions=sessions
+            )
+            rates.append(f"{rate:.1f}")
+            best = max(best, (rate, batch, (sessions, threads)))
+            if sessions == 1:
+                one_session = max(one_session, (rate, batch))
+        row(batch, *rates)
+    rate, batch, (sessions, threads) = best
+    if threads > 1:
+        spinning, _ = inprocess.throughput(
+            MODEL_DIR, graph, passages, batch, threads, spinning=True, sessions=sessions
+        )
+        say(f"\n{sessions} x {threads} at batch {batch} with threads spinning: {spinning:.1f}")
+        if spinning > rate:
+            rate = spinning
+    unsorted, _ = inprocess.throughput(
+        MODEL_DIR, graph, passages, batch, threads, sort=False, sessions=sessions
+    )
     say(
-        f"\nceiling: {best[0]:.1f} passages/s at batch {best[1]} "
+        f"\nceiling: {rate:.1f} passages/s, {sessions} x {threads} at batch {batch} "
         f"(arrival order, unsorted: {unsorted:.1f}/s)"
     )
-    return best
+    layout, adaptive = session_layout(Settings(), CPU, "dense", cores=THREADS)
+    if adaptive:
+        split_text = f"1 x {layout[0]} for a lone batch, {len(layout) - 1} x 1 under load"
+        say(f"the service's default for a dense model (adaptive sessions): {split_text}")
+    else:
+        say(f"the service's default for a dense model: {len(layout)} x {layout[0]}")
+    return rate, one_session[1]
 
 
 # Where the default is adaptive sessions (one wide session and single-thread ones), the two
@@ -186,22 +216,6 @@ def peer_line(name: str, passages: list[str]) -> None:
         f"same fp32 graph with token outputs, batches of 32: FastEmbed {rate:.1f} passages/s, "
         f"this project's in-process path {ours:.1f} passages/s ({ours / rate:.2f}x)"
     )
-
-
-def replica_lines(passages: list[str], graph: str, batch: int) -> None:
-    say(f"\n## Replicas: sessions x threads on {THREADS} cores (inference only, batch {batch})\n")
-    row("sessions x threads", "passages/s")
-    row("---", "---")
-    for sessions in sorted({1, 2, THREADS // 4 or 1, THREADS // 2 or 1, THREADS}):
-        threads = max(1, THREADS // sessions)
-        rate = inprocess.replicas(MODEL_DIR, graph, passages, batch, sessions, threads)
-        row(f"{sessions} x {threads}", f"{rate:.1f}")
-    layout, adaptive = session_layout(Settings(), CPU, "dense", cores=THREADS)
-    if adaptive:
-        split = f"1 x {layout[0]} for a lone batch, {len(layout) - 1} x 1 under load"
-        say(f"\nthe service's default for a dense model (adaptive sessions): {split}")
-    else:
-        say(f"\nthe service's default for a dense model: {len(layout)} x {layout[0]}")
 
 
 def memory_lines(name: str, passages: list[str]) -> None:

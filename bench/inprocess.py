@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +39,31 @@ def throughput(
     threads: int,
     sort: bool = True,
     spinning: bool = False,
+    sessions: int = 1,
 ) -> tuple[float, np.ndarray]:
-    """Texts/s (tokenization included) and the vectors in input order."""
-    sess = session(directory / graph, threads, spinning)
+    """Texts/s (tokenization included) and the vectors in input order. With several
+    sessions, each runs in its own thread and takes the next batch when it is free."""
+    pool = [session(directory / graph, threads, spinning) for _ in range(sessions)]
     tok = tokenizer(directory, 256)
-    embed(sess, sorted_batches(tok, texts[:batch], batch)[0][1])  # warm-up
+    for sess in pool:
+        embed(sess, sorted_batches(tok, texts[:batch], batch)[0][1])  # warm-up
     started = time.perf_counter()
     vectors: list[np.ndarray | None] = [None] * len(texts)
-    for index, feeds in sorted_batches(tok, texts, batch, sort):
-        for i, vector in zip(index, embed(sess, feeds), strict=True):
-            vectors[i] = vector
+    batches = iter(sorted_batches(tok, texts, batch, sort))
+    lock = threading.Lock()
+
+    def work(sess: ort.InferenceSession) -> None:
+        while True:
+            with lock:
+                taken = next(batches, None)
+            if taken is None:
+                return
+            index, feeds = taken
+            for i, vector in zip(index, embed(sess, feeds), strict=True):
+                vectors[i] = vector
+
+    with ThreadPoolExecutor(sessions) as executor:
+        list(executor.map(work, pool))
     elapsed = time.perf_counter() - started
     return len(texts) / elapsed, np.stack(vectors)  # type: ignore[arg-type]
 
@@ -66,24 +83,3 @@ def single_latency_ms(directory: Path, graph: str, texts: list[str], threads: in
 def cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(cos.min()), float(cos.mean())
-
-
-def replicas(
-    directory: Path, graph: str, texts: list[str], batch: int, sessions: int, threads: int
-) -> float:
-    """Texts/s with `sessions` sessions of `threads` threads each, fed from one queue."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = [session(directory / graph, threads) for _ in range(sessions)]
-    tok = tokenizer(directory, 256)
-    batches = sorted_batches(tok, texts, batch)
-    for sess in pool:
-        embed(sess, batches[0][1])
-    started = time.perf_counter()
-    with ThreadPoolExecutor(sessions) as executor:
-        list(
-            executor.map(
-                lambda pair: embed(pool[pair[0] % sessions], pair[1][1]), enumerate(batches)
-            )
-        )
-    return len(texts) / (time.perf_counter() - started)

@@ -1,0 +1,47 @@
+"""bench.inprocess, the ceiling's measuring loop, on the tiny model: several sessions give
+the same vectors in the same order as one, and the layouts cover the cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench.__main__ as bench_main
+from bench import inprocess
+from tests.tiny_models import WORDS
+
+
+def test_several_sessions_embed_every_text_in_input_order(
+    tiny_dense: tuple[Path, np.ndarray],
+) -> None:
+    directory, table = tiny_dense
+    rng = np.random.default_rng(7)
+    texts = [" ".join(rng.choice(WORDS[4:26], size=int(rng.integers(1, 12)))) for _ in range(41)]
+    rate, one = inprocess.throughput(directory, "model.onnx", texts, 4, 1)
+    assert rate > 0 and one.shape == (41, table.shape[1])
+    for sessions, sort in ((2, True), (3, False)):
+        _, many = inprocess.throughput(
+            directory, "model.onnx", texts, 4, 1, sort, sessions=sessions
+        )
+        np.testing.assert_allclose(many, one, rtol=1e-6, atol=1e-6)
+    # each vector is its own text's: a text embedded alone gives the same row
+    _, alone = inprocess.throughput(directory, "model.onnx", texts[17:18], 1, 1)
+    np.testing.assert_allclose(alone[0], one[17], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("cores", "expected"),
+    [
+        (1, [(1, 1)]),
+        (2, [(1, 2), (2, 1)]),
+        (8, [(1, 8), (2, 4), (4, 2), (8, 1)]),
+        (16, [(1, 16), (2, 8), (4, 4), (8, 2), (16, 1)]),
+    ],
+)
+def test_layouts_split_the_cores_between_sessions(
+    monkeypatch: pytest.MonkeyPatch, cores: int, expected: list[tuple[int, int]]
+) -> None:
+    monkeypatch.setattr(bench_main, "THREADS", cores)
+    assert bench_main.layouts() == expected
