@@ -30,6 +30,17 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Included without a prefix or dependencies, as the JSON routes' short path requires.
+ROUTERS = (
+    dense_router.router,
+    late_router.router,
+    rerank_router.router,
+    image_router.router,
+    multimodal_router.router,
+    ops_router.router,
+    sparse_router.router,
+)
+
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     """Build the app. Models load in the background after start-up (GET /ready says when);
@@ -64,18 +75,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.metrics = metrics
     errors.install(app)
     app.add_exception_handler(ClientGone, client_gone_response)
-    routers = [
-        dense_router.router,
-        late_router.router,
-        rerank_router.router,
-        image_router.router,
-        multimodal_router.router,
-        ops_router.router,
-        sparse_router.router,
-    ]
-    for router in routers:
+    for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(JsonRoutes, routes=json_routes(routers))  # inside the guard
+    app.add_middleware(JsonRoutes, routes=json_routes(ROUTERS))  # inside the guard
     guard.install(app, settings, registry)
     openapi_docs.install(app)
     app.add_middleware(RequestContext, metrics=metrics)

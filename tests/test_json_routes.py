@@ -14,28 +14,12 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from service.api import (
-    dense_router,
-    image_router,
-    late_router,
-    multimodal_router,
-    ops_router,
-    rerank_router,
-    sparse_router,
-)
+from service.api import dense_router
 from service.api.json_routes import JsonRoutes, json_routes
+from service.app import ROUTERS
 from tests.conftest import serving
 
 MODEL = "tiny/dense"
-ROUTERS = [
-    dense_router.router,
-    late_router.router,
-    rerank_router.router,
-    image_router.router,
-    multimodal_router.router,
-    ops_router.router,
-    sparse_router.router,
-]
 # Headers that differ between any two requests.
 PER_REQUEST = {"x-request-id", "date", "content-length"}
 
