@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
@@ -35,14 +35,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.guard import read_body, replaying
 
-Endpoint = Callable[[Any, Request], Awaitable[Response]]
-
 
 @dataclass(frozen=True)
 class JsonRoute:
     route: APIRoute
     model: type[BaseModel]
-    endpoint: Endpoint
 
 
 def json_routes(routers: Iterable[APIRouter]) -> dict[str, JsonRoute]:
@@ -67,7 +64,7 @@ def json_routes(routers: Iterable[APIRouter]) -> dict[str, JsonRoute]:
                 and request is Request
                 and inspect.iscoroutinefunction(route.endpoint)
             ):
-                found[route.path] = JsonRoute(route, model, route.endpoint)
+                found[route.path] = JsonRoute(route, model)
     return found
 
 
@@ -103,7 +100,7 @@ class JsonRoutes:
         scope["route"] = route.route  # what FastAPI's router records (request metrics)
         request = Request(scope, replaying(list(messages), receive))
         try:
-            response = await route.endpoint(body, request)
+            response: Response = await route.route.endpoint(body, request)
         except Exception as exc:
             handler = _handler(scope, exc)
             if handler is None:
