@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from service.batching.batcher import BatchConfig, Batcher
-from service.batching.formation import form_batch, full_batch_waiting
+from service.batching.formation import form_batch, full_batch_waiting, padded_cost
 from service.errors import InferenceFailed, Overloaded, Unavailable
 
 
@@ -274,6 +275,32 @@ def test_formation_picks_the_most_efficient_run_around_the_oldest() -> None:
             other = sum(lengths[i] for i in run) / (64 + len(run) * max(lengths[i] for i in run))
             assert other <= useful / cost + 1e-12
     assert 0 in chosen
+
+
+def test_formation_matches_an_exhaustive_search_under_both_caps() -> None:
+    """Random queues, caps and overheads: the chosen run is within the caps, holds the
+    oldest, and no run that contains the oldest and fits the caps is more efficient."""
+    rng = random.Random(7)
+    for _ in range(400):
+        lengths = [rng.choice([rng.randint(1, 8), rng.randint(1, 300)]) for _ in range(40)]
+        max_items, window = rng.randint(1, 40), rng.randint(1, 45)
+        max_tokens, overhead = rng.randint(1, 3000), rng.choice([0.0, 16.0, 500.0, 1e6])
+        chosen = form_batch(lengths, max_items, max_tokens, window, overhead)
+
+        def score(run: list[int]) -> float:
+            return sum(lengths[i] for i in run) / (overhead + padded_cost([lengths[i] for i in run]))
+
+        considered = lengths[:window]
+        assert 0 in chosen and len(chosen) <= max_items and max(chosen) < len(considered)
+        assert len(chosen) == 1 or padded_cost([lengths[i] for i in chosen]) <= max_tokens
+        order = sorted(range(len(considered)), key=lambda i: (considered[i], i))
+        pos = order.index(0)
+        for lo in range(pos + 1):
+            for hi in range(pos, len(order)):
+                run = order[lo : hi + 1]
+                fits = padded_cost([lengths[i] for i in run]) <= max_tokens or len(run) == 1
+                if len(run) <= max_items and fits:
+                    assert score(run) <= score(chosen) + 1e-12
 
 
 class Cores:

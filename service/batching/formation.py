@@ -40,21 +40,37 @@ def form_batch(
     if not lengths:
         return []
     considered = min(len(lengths), max(window, 1))
-    order = sorted(range(considered), key=lambda i: (lengths[i], i))
-    pos = order.index(0)
-    sizes = np.array([lengths[i] for i in order], dtype=np.float64)
+    window_lengths = np.asarray(lengths[:considered], dtype=np.float64)
+    order = np.argsort(window_lengths, kind="stable")  # by length, then by age
+    pos = int(np.flatnonzero(order == 0)[0])
+    sizes = window_lengths[order]
     prefix = np.concatenate(([0.0], np.cumsum(sizes)))
-    lo = np.arange(max(0, pos - max_items + 1), pos + 1)[:, None]
-    hi = np.arange(pos, min(considered, pos + max_items))[None, :]
-    count = hi - lo + 1
-    padded = count * sizes[hi]
-    useful = prefix[hi + 1] - prefix[lo]
-    allowed = (count <= max_items) & ((padded <= max_tokens) | (count == 1))
+    # One candidate per top end `hi` (the run's longest item, so cost = count x sizes[hi]).
+    hi = np.arange(pos, min(considered, pos + max_items))
+    top = sizes[hi]
+    cap = np.minimum(max_items, max_tokens // np.maximum(top, 1)).astype(np.int64)
+    lo_min = np.maximum(hi - cap + 1, 0)
+    feasible = (lo_min <= pos) | (hi == pos)  # a lone item may exceed the token budget
+    # Best start for each end: going down from the oldest, items get shorter, so adding the
+    # next one pays (raises useful / cost) until the first one that does not, and none after
+    # it does. So "adding item j pays" holds exactly for j above some point: binary search it.
+    low = np.minimum(lo_min, pos)
+    high = np.full_like(hi, pos)
+    while True:
+        open_ = low < high
+        if not open_.any():
+            break
+        mid = (low + high) // 2
+        useful_above = prefix[hi + 1] - prefix[mid + 1]
+        pays = sizes[mid] * (overhead_tokens + (hi - mid) * top) >= top * useful_above
+        high = np.where(open_ & pays, mid, high)
+        low = np.where(open_ & ~pays, mid + 1, low)
+    count = hi - low + 1
+    useful = prefix[hi + 1] - prefix[low]
     # Ties go to the bigger batch: more progress for the same efficiency.
-    score = np.where(allowed, useful / (overhead_tokens + padded) + count * 1e-9, -1.0)
-    best_lo, best_hi = np.unravel_index(int(np.argmax(score)), score.shape)
-    start = int(lo[best_lo, 0])
-    return order[start : int(hi[0, best_hi]) + 1]
+    score = np.where(feasible, useful / (overhead_tokens + count * top) + count * 1e-9, -1.0)
+    best = int(np.argmax(score))
+    return [int(i) for i in order[int(low[best]) : int(hi[best]) + 1]]
 
 
 def full_batch_waiting(lengths: Sequence[int], max_items: int, max_tokens: int) -> bool:
