@@ -222,6 +222,25 @@ def test_health_ready_and_metrics(tiny_client: TestClient) -> None:
     assert "embed_inference_seconds_count" in text and "embed_batch_size_bucket" in text
 
 
+def test_queue_wait_is_observed_once_per_request_and_batch_size_per_input(
+    tiny_client: TestClient,
+) -> None:
+    def totals() -> tuple[float, float]:
+        text = tiny_client.get("/metrics").text
+        found = [
+            re.search(rf'^embed_{name}\{{model="tiny/dense"\}} (\S+)$', text, re.M)
+            for name in ("queue_wait_seconds_count", "batch_size_sum")
+        ]
+        waits, inputs = (float(match[1]) if match else 0.0 for match in found)
+        return waits, inputs
+
+    before = totals()
+    body = {"input": ["a", "b c", "d e f", "g", "h i"], "model": MODEL}
+    assert tiny_client.post("/v1/embeddings", json=body).status_code == 200
+    after = totals()
+    assert (after[0] - before[0], after[1] - before[1]) == (1.0, 5.0)
+
+
 def test_ready_is_503_with_reason_when_a_model_cannot_load(tmp_path: Path) -> None:
     from service.app import create_app
     from service.settings import Settings

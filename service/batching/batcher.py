@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.batching.formation import form_batch, full_batch_waiting
@@ -52,9 +52,8 @@ class BatchConfig:
 
 class BatchObserver(Protocol):
     def tokenized(self, seconds: float) -> None: ...
-    def batch_done(
-        self, size: int, tokens: int, seconds: float, waits: Sequence[float]
-    ) -> None: ...
+    def batch_done(self, size: int, tokens: int, seconds: float) -> None: ...
+    def waited(self, seconds: float) -> None: ...
     def queue_depth(self, depth: int) -> None: ...
     def rejected(self, reason: str) -> None: ...
     def solo_batch(self) -> None: ...
@@ -64,7 +63,10 @@ class NullObserver:
     def tokenized(self, seconds: float) -> None:
         pass
 
-    def batch_done(self, size: int, tokens: int, seconds: float, waits: Sequence[float]) -> None:
+    def batch_done(self, size: int, tokens: int, seconds: float) -> None:
+        pass
+
+    def waited(self, seconds: float) -> None:
         pass
 
     def queue_depth(self, depth: int) -> None:
@@ -78,12 +80,40 @@ class NullObserver:
 
 
 @dataclass(eq=False, slots=True)
+class _Request:
+    """One caller's inputs: one future for all of them, resolved when the last is done (a
+    future per input costs the event loop a callback per input)."""
+
+    future: asyncio.Future[list[Any]]
+    results: list[Any]
+    remaining: int
+
+    def deliver(self, index: int, result: Any) -> None:
+        if self.future.done():
+            return
+        self.results[index] = result
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.future.set_result(self.results)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+@dataclass(eq=False, slots=True)
 class _Item:
     length: int
     payload: Any
-    future: asyncio.Future[Any]
-    enqueued: float = field(default_factory=time.perf_counter)
+    request: _Request
+    index: int  # its place among the request's inputs
+    enqueued: float
     started: float = 0.0  # when its batch started running
+
+    @property
+    def gone(self) -> bool:
+        """Its request has its answer already: cancelled (the caller went), or failed."""
+        return self.request.future.done()
 
 
 @dataclass(eq=False)
@@ -96,13 +126,14 @@ class _Dispatch:
     watchdog: asyncio.TimerHandle | None = None
 
 
-def _record_timings(items: Sequence[_Item]) -> None:
+def _record_timings(items: Sequence[_Item]) -> float:
     """The request's queue wait (until its last batch started) and inference (from its first
-    batch's start to its end), for the response's timing headers."""
+    batch's start to its end), for the response's timing headers; returns the wait."""
     first = min(item.started for item in items)
-    last = max(item.started for item in items)
-    timing.add("queue", last - min(item.enqueued for item in items))
+    wait = max(item.started for item in items) - items[0].enqueued
+    timing.add("queue", wait)
     timing.add("inference", time.perf_counter() - first)
+    return wait
 
 
 class Batcher:
@@ -124,6 +155,7 @@ class Batcher:
         self._solo = solo and workers > 1
         self._queue: deque[_Item] = deque()
         self._preparing = 0  # requests accepted and being tokenized: companions on their way
+        self._gone_waiting = False  # some queued items' callers have gone: drop them
         self._wakeup: asyncio.Event | None = None
         self._slot_freed: asyncio.Event | None = None
         # One thread per worker, so a batch that hangs can be abandoned with its thread.
@@ -156,8 +188,7 @@ class Batcher:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(Unavailable("the service is shutting down"))
+            item.request.fail(Unavailable("the service is shutting down"))
         self._queue.clear()
         for executor in self._executors:
             executor.shutdown(wait=False, cancel_futures=True)
@@ -207,16 +238,20 @@ class Batcher:
                 headers={"Retry-After": str(self._retry_after())},
             )
         loop = asyncio.get_running_loop()
-        queued = [_Item(length, payload, loop.create_future()) for length, payload in items]
+        request = _Request(loop.create_future(), [None] * len(items), len(items))
+        now = time.perf_counter()
+        queued = [
+            _Item(length, payload, request, index, now)
+            for index, (length, payload) in enumerate(items)
+        ]
         self._queue.extend(queued)
         self._observer.queue_depth(len(self._queue))
         assert self._wakeup is not None, "batcher not started"
         self._wakeup.set()
-        futures = [item.future for item in queued]
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                results = list(await asyncio.gather(*futures))
-            _record_timings(queued)
+                results = await request.future
+            self._observer.waited(_record_timings(queued))
             return results
         except TimeoutError:
             self._observer.rejected("timeout")
@@ -226,11 +261,11 @@ class Batcher:
                 code="timeout",
             ) from None
         finally:
-            for future in futures:
-                if not future.done():
-                    future.cancel()  # the batcher drops cancelled items before inference
-                elif not future.cancelled():
-                    future.exception()  # mark a shared batch failure as seen
+            if not request.future.done():
+                request.future.cancel()  # the batcher drops its items before inference
+                self._gone_waiting = True
+            elif not request.future.cancelled():
+                request.future.exception()  # mark a batch failure as seen
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(len(self._queue) / max(self.config.max_items, 1) * 0.05))
@@ -279,9 +314,12 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            lengths = [item.length for item in self._queue]
-            if self._preparing == 0 or full_batch_waiting(
-                lengths, config.max_items, config.max_tokens
+            if (
+                self._preparing == 0
+                or len(self._queue) >= config.max_items
+                or full_batch_waiting(
+                    [item.length for item in self._queue], config.max_items, config.max_tokens
+                )
             ):
                 break  # nobody else is coming, or waiting would not grow the batch
             remaining = self._queue[0].enqueued + config.max_wait_s - time.perf_counter()
@@ -293,19 +331,24 @@ class Batcher:
                     await self._wakeup.wait()
             except TimeoutError:
                 break
-        lengths = [item.length for item in self._queue]
+        waiting = list(self._queue)
         chosen = form_batch(
-            lengths, config.max_items, config.max_tokens, config.window, config.overhead_tokens
+            [item.length for item in waiting[: config.window]],
+            config.max_items,
+            config.max_tokens,
+            config.window,
+            config.overhead_tokens,
         )
         picked = set(chosen)
-        batch = [self._queue[i] for i in chosen]
-        self._queue = deque(item for i, item in enumerate(self._queue) if i not in picked)
+        batch = [waiting[i] for i in chosen]
+        self._queue = deque([item for i, item in enumerate(waiting) if i not in picked])
         self._observer.queue_depth(len(self._queue))
         return batch
 
     def _drop_cancelled(self) -> None:
-        if any(item.future.done() for item in self._queue):
-            self._queue = deque(item for item in self._queue if not item.future.done())
+        if self._gone_waiting:
+            self._gone_waiting = False
+            self._queue = deque(item for item in self._queue if not item.gone)
 
     def _dispatch(self, worker: int, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
@@ -331,11 +374,9 @@ class Batcher:
             if not live:
                 return
             tokens = max(item.length for item in live) * len(live)
-            waits = [item.started - item.enqueued for item in live]
-            self._observer.batch_done(len(live), tokens, seconds, waits)
+            self._observer.batch_done(len(live), tokens, seconds)
             for item, result in zip(live, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
+                item.request.deliver(item.index, result)
 
         future.add_done_callback(finished)
 
@@ -382,7 +423,7 @@ class Batcher:
             if waiting.future is not None:
                 waiting.future.cancel()
                 self._inflight.discard(waiting.future)
-        returned = [item for d in behind for item in d.batch if not item.future.done()]
+        returned = [item for d in behind for item in d.batch if not item.gone]
         self._queue.extendleft(reversed(returned))
         self._observer.queue_depth(len(self._queue))
         self._executors[worker].shutdown(wait=False, cancel_futures=True)
@@ -396,7 +437,7 @@ class Batcher:
     ) -> tuple[list[_Item], Sequence[Any], float]:
         """In the worker's thread: drop the items whose callers have gone, run the rest.
         (Reading a future's state from this thread is safe; only the loop changes it.)"""
-        live = [item for item in dispatch.batch if not item.future.done()]
+        live = [item for item in dispatch.batch if not item.gone]
         try:
             loop.call_soon_threadsafe(self._began, dispatch, live)
         except RuntimeError:  # the loop has closed: nobody is waiting for this batch
@@ -416,5 +457,5 @@ class Batcher:
             log.error("inference batch of %d on %s failed", len(batch), self.name, exc_info=error)
             failure = InferenceFailed(f"inference failed on model {self.name!r} for this batch")
         for item in batch:
-            if not item.future.done():
-                item.future.set_exception(failure)
+            item.request.fail(failure)
+        self._gone_waiting = True  # their requests' other inputs need not run

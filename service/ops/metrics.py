@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 PREFIX = "embed"
@@ -35,7 +33,7 @@ class Metrics:
         )
         self.queue_seconds = Histogram(
             f"{PREFIX}_queue_wait_seconds",
-            "Time an input waited for its batch",
+            "Time a request waited until its inputs' batches started (the last of them)",
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -98,12 +96,13 @@ class ModelObserver:
     def tokenized(self, seconds: float) -> None:
         self._tokenize.observe(seconds)
 
-    def batch_done(self, size: int, tokens: int, seconds: float, waits: Sequence[float]) -> None:
+    def batch_done(self, size: int, tokens: int, seconds: float) -> None:
         self._size.observe(size)
         self._tokens.observe(tokens)
         self._inference.observe(seconds)
-        for wait in waits:
-            self._queue.observe(wait)
+
+    def waited(self, seconds: float) -> None:
+        self._queue.observe(seconds)
 
     def queue_depth(self, depth: int) -> None:
         self._depth.set(depth)
