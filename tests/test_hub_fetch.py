@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,9 @@ import pytest
 
 from service.errors import ModelLoadError
 from service.models.catalogue import Source, spec_from_dict
-from service.models.store import HubOptions, model_directory
+from service.models.registry import hub_options, load_model
+from service.models.store import HubOptions, model_directory, resolve_reference
+from service.settings import Settings
 from tests import tiny_models
 from tests.conftest import free_port
 from tests.fake_hub import HubState, fake_hub
@@ -99,6 +103,29 @@ def test_local_source_needs_its_graph(tmp_path: Path) -> None:
     assert isinstance(local.source, Source)
     with pytest.raises(ModelLoadError, match="missing"):
         model_directory(local, HubOptions())
+
+
+def test_a_converted_directory_may_hold_only_the_variant_it_serves(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """As a GPU image that ships only model.fp16.onnx: model.onnx itself is not needed."""
+    directory = tmp_path / "only-variant"
+    shutil.copytree(tiny_dense[0], directory)
+    (directory / "model.onnx").rename(directory / "model.small.onnx")
+    metadata = json.loads((directory / "service_model.json").read_text())
+    metadata["variants"] = {"fp32": "model.onnx", "small": "model.small.onnx"}
+    metadata["default_cpu"] = "small"
+    (directory / "service_model.json").write_text(json.dumps(metadata))
+    settings = Settings(models=[str(directory)])
+    model = load_model(resolve_reference(str(directory), {}), settings, hub_options(settings))
+    assert model.variant == "small"
+    assert model.spec.source.model_file == "model.small.onnx" and len(model.runners) == 1
+    with pytest.raises(ModelLoadError, match="'fp32' is recorded but .*model.onnx is missing"):
+        load_model(
+            resolve_reference(str(directory), {}),
+            Settings(models=[str(directory)], graph_variant="fp32"),
+            hub_options(settings),
+        )
 
 
 @pytest.mark.slow

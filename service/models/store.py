@@ -77,7 +77,10 @@ def model_directory(spec: ModelSpec, hub: HubOptions, extra_files: tuple[str, ..
     source = spec.source
     if source.local is not None:
         directory = source.local
-        if not (directory / source.model_file).is_file():
+        # A converted directory may hold only the variant it is served with (the fp16 graph
+        # of a GPU image, say): with_variant checks that file.
+        variants = (read_metadata(directory) or {}).get("variants")
+        if not variants and not (directory / source.model_file).is_file():
             raise ModelLoadError(f"model {spec.name!r}: {directory / source.model_file} is missing")
         return directory
     assert source.hf is not None  # catalogue validation guarantees hf or local
@@ -139,6 +142,11 @@ def with_variant(
         raise ModelLoadError(
             f"model {spec.name!r}: graph variant {variant!r} not in {directory} "
             f"(has {sorted(variants)}); convert with the option that writes it"
+        )
+    if not (directory / variants[variant]).is_file():
+        raise ModelLoadError(
+            f"model {spec.name!r}: graph variant {variant!r} is recorded but "
+            f"{directory / variants[variant]} is missing"
         )
     source = replace(spec.source, model_file=variants[variant])
     return replace(spec, source=source), variant
