@@ -6,6 +6,7 @@ read what it returns.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,16 +36,27 @@ def available_providers() -> list[str]:
 def choose_provider(requested: str) -> str:
     """Map the execution_provider setting to an ORT provider; a missing GPU is an error."""
     providers = available_providers()
-    if requested == "cuda":
-        if CUDA not in providers:
-            raise ModelLoadError(
-                "execution_provider=cuda but this onnxruntime has no CUDA provider "
-                f"(it has {providers}); install onnxruntime-gpu and check the GPU driver"
-            )
-        return CUDA
-    if requested == "auto" and CUDA in providers:
+    if requested == "cuda" and CUDA not in providers:
+        raise ModelLoadError(
+            "execution_provider=cuda but this onnxruntime has no CUDA provider "
+            f"(it has {providers}); install onnxruntime-gpu and check the GPU driver"
+        )
+    if requested in ("cuda", "auto") and CUDA in providers:
+        preload_cuda()
         return CUDA
     return CPU
+
+
+@functools.cache
+def preload_cuda() -> None:
+    """Load CUDA and cuDNN before the first CUDA session. onnxruntime-gpu from PyPI finds them
+    in the nvidia-* wheels only this way (ONNX Runtime >= 1.21); a CUDA on the library path,
+    as in Dockerfile.gpu, is found either way."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        preload()
 
 
 def default_threads(replicas: int) -> int:
