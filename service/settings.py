@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     warm_shapes: Literal["auto", "on", "off"] = "auto"
     """Run each dense model's sessions over every (batch, width) shape they will meet before
     /ready turns 200; auto: on CUDA only (seconds on a GPU, minutes on a small CPU)."""
+    gpu_pad_rows: bool = True
+    """With warmed shapes on CUDA, round each batch's row count up to a warmed size (a power
+    of two, or the largest the token budget allows), repeating its first row: ONNX Runtime
+    runs a shape it has not met tens of times slower than one it has."""
 
     @field_validator("models", "catalogue_files", "api_keys", "cors_origins", mode="before")
     @classmethod

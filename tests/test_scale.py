@@ -5,6 +5,7 @@ sessions sharing one copy of the weights, and the GPU batch profile."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import threading
@@ -33,6 +34,7 @@ from service.models.scaling import (
     session_layout,
     session_threads,
     shape_grid,
+    warmed_rows,
 )
 from service.models.store import resolve_reference
 from service.models.text import Encoded, pad_batch
@@ -163,6 +165,34 @@ def test_a_pad_multiple_does_not_change_the_vectors(tiny_dense: tuple[Path, np.n
     np.testing.assert_allclose(rounded, plain, atol=1e-6)
     expected = np.stack([tiny_models.expected_dense(table, t, normalize=False) for t in texts])
     np.testing.assert_allclose(plain, expected, atol=1e-6)
+
+
+def test_rounded_rows_run_a_warmed_shape_and_do_not_change_the_vectors(
+    tiny_dense: tuple[Path, np.ndarray], recorded_runs: list[tuple[int, tuple[int, ...]]]
+) -> None:
+    model = load_tiny(tiny_dense[0], replicas=1)
+    assert isinstance(model.resources, PadBuffers)
+    texts = ["hello world", "the cat sat on the mat", "red"]
+    payloads = [payload for _, payload in prepare_texts(model, texts, None, True)]
+    plain = np.stack(model.process(0, payloads))
+    model.resources.rows_for = functools.partial(warmed_rows, max_items=16, max_tokens=64)
+    rounded = model.process(0, payloads)
+    assert len(rounded) == 3 and recorded_runs[-1][1][0] == 4  # 3 inputs ran as 4 rows
+    np.testing.assert_allclose(np.stack(rounded), plain, atol=1e-6)
+    feeds = model.resources.pad(payloads, 0)
+    for name in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(feeds[name][3], feeds[name][0])  # the extra row repeats
+
+
+def test_warmed_rows_are_sizes_of_the_shape_grid() -> None:
+    grid = set(shape_grid(max_items=1024, max_tokens=65536, max_length=256, multiple=8))
+    for width in range(8, 257, 8):
+        for items in range(1, min(1024, 65536 // width) + 1):
+            rows = warmed_rows(items, width, 1024, 65536)
+            assert rows >= items and (rows, width) in grid
+            assert rows < 2 * items  # the next power of two at most
+    assert [warmed_rows(n, 64, 1024, 65536) for n in (1, 3, 5, 529, 1000)] == [1, 4, 8, 1024, 1024]
+    assert warmed_rows(300, 256, 1024, 65536) == 300  # over the budget at this width: as is
 
 
 def test_replica_count_and_the_gpu_batch_profile() -> None:

@@ -10,13 +10,15 @@ pads its next batch, which is after the session has run and the batch was post-p
 
 On a GPU, widths can be rounded up to a multiple (``gpu_pad_multiple``): fewer distinct
 shapes to warm and kernels on aligned sizes. Padded positions carry mask 0, so the vectors do
-not change; on CPU the multiple is 1 (padding costs compute there).
+not change; on CPU the multiple is 1 (padding costs compute there). Row counts can be rounded
+up too (``rows_for``, ``gpu_pad_rows``): the extra rows repeat the first and their outputs are
+dropped, so every batch runs at a shape the session was warmed with.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,12 +42,19 @@ class _Arrays:
     types: Int64
 
 
+def _as_many_rows(items: int, width: int) -> int:
+    return items
+
+
 @dataclass
 class PadBuffers:
     """Grow-only padded input arrays, one set per thread."""
 
     multiple: int = 1
     cap: int = 1 << 30  # widest rounded width (the model's max length)
+    # rows to run for (items, padded width): more than the items repeat the first row, so a
+    # batch runs at a shape the session has been warmed with (scaling.warmed_rows)
+    rows_for: Callable[[int, int], int] = _as_many_rows
     allocations: int = 0  # buffer sets allocated so far, over all threads
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -62,20 +71,23 @@ class PadBuffers:
 
     def pad(self, items: Sequence[Encoded], pad_id: int) -> dict[str, Int64]:
         """Right-pad a batch: input_ids, attention_mask, token_type_ids, as pad_batch does."""
-        lengths = np.fromiter((len(item) for item in items), dtype=np.int64, count=len(items))
+        count = len(items)
+        lengths = np.fromiter((len(item) for item in items), dtype=np.int64, count=count)
         width = padded_width(int(lengths.max()), self.multiple, self.cap)
-        size = len(items) * width
-        arrays = self._arrays(size)
+        rows = max(count, self.rows_for(count, width))
+        arrays = self._arrays(rows * width)
         ids, mask, types = (
-            a[:size].reshape(len(items), width) for a in (arrays.ids, arrays.mask, arrays.types)
+            a[: rows * width].reshape(rows, width) for a in (arrays.ids, arrays.mask, arrays.types)
         )
         filled = np.arange(width)[None, :] < lengths[:, None]
         ids.fill(pad_id)
-        ids[filled] = np.concatenate([item.ids for item in items])
-        np.copyto(mask, filled, casting="unsafe")
+        ids[:count][filled] = np.concatenate([item.ids for item in items])
+        np.copyto(mask[:count], filled, casting="unsafe")
         types.fill(0)
         if any(item.type_ids is not None for item in items):
-            types[filled] = np.concatenate([_type_ids(item) for item in items])
+            types[:count][filled] = np.concatenate([_type_ids(item) for item in items])
+        for array in (ids, mask, types):
+            array[count:] = array[0]  # extra rows: copies of the first, dropped after the run
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 

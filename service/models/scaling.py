@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -144,6 +145,16 @@ def shape_grid(
     return sorted(grid, key=lambda shape: (-shape[0] * shape[1], -shape[1]))
 
 
+def warmed_rows(items: int, width: int, max_items: int, max_tokens: int) -> int:
+    """The smallest batch size of shape_grid's at this width that holds ``items``: the next
+    power of two, or the largest size the token budget allows; ``items`` itself when even
+    that is smaller (a batch the padded width pushed over the budget)."""
+    largest = max(1, min(max_items, max_tokens // width))
+    if items > largest:
+        return items
+    return min(1 << (items - 1).bit_length(), largest)
+
+
 def warm_payloads(model: LoadedModel, size: int, width: int) -> list[Encoded]:
     """``size`` inputs of exactly ``width`` tokens: the model's special tokens around a
     filler token (any id of the vocabulary serves: only the shapes matter here)."""
@@ -182,4 +193,9 @@ def configure(model: LoadedModel, settings: Settings) -> None:
         model.resources.multiple = multiple
     warm = settings.warm_shapes == "on" or (settings.warm_shapes == "auto" and on_gpu)
     if warm and model.runners and model.text is not None and model.spec.kind == "dense":
-        warm_shapes(model, batch_config(settings, model.provider, model.spec.kind), multiple)
+        config = batch_config(settings, model.provider, model.spec.kind)
+        warm_shapes(model, config, multiple)
+        if settings.gpu_pad_rows and on_gpu and isinstance(model.resources, PadBuffers):
+            model.resources.rows_for = functools.partial(
+                warmed_rows, max_items=config.max_items, max_tokens=config.max_tokens
+            )

@@ -85,7 +85,7 @@ def postprocess(
         vectors = np.asarray(outputs[0], dtype=np.float32)
     else:
         vectors = pool(outputs[0], feeds["attention_mask"], model.spec.pooling)
-    return list(vectors)
+    return list(vectors[: len(payloads)])  # rows beyond them only rounded the shape up
 
 
 def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
