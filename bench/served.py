@@ -76,12 +76,15 @@ def server(
         **env,
         "EMBED_PORT": str(port),
     }
+    # BENCH_SERVER_LOG: a file for the server's log, to see why a run on another machine failed
+    log_path = os.environ.get("BENCH_SERVER_LOG")
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "service"],
         env=full,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -92,6 +95,8 @@ def server(
     finally:
         process.terminate()
         process.wait(30)
+        if log_path:
+            log.close()  # type: ignore[union-attr]
 
 
 def _http_request(host: str, path: str, body: dict[str, object]) -> bytes:
