@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from service.batching import formation
 from service.batching.batcher import BatchConfig, Batcher
 from service.batching.formation import form_batch, full_batch_waiting, padded_cost
 from service.errors import InferenceFailed, Overloaded, Unavailable
@@ -277,19 +279,25 @@ def test_formation_picks_the_most_efficient_run_around_the_oldest() -> None:
     assert 0 in chosen
 
 
-def test_formation_matches_an_exhaustive_search_under_both_caps() -> None:
+def run_score(lengths: list[int], overhead: float, run: list[int]) -> float:
+    return sum(lengths[i] for i in run) / (overhead + padded_cost([lengths[i] for i in run]))
+
+
+@pytest.mark.parametrize("pairs", [0, formation.EXHAUSTIVE_PAIRS], ids=["search", "scored"])
+def test_formation_matches_an_exhaustive_search_under_both_caps(
+    pairs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Random queues, caps and overheads: the chosen run is within the caps, holds the
-    oldest, and no run that contains the oldest and fits the caps is more efficient."""
+    oldest, and no run that contains the oldest and fits the caps is more efficient (by the
+    binary search, and by scoring every pair in small windows)."""
+    monkeypatch.setattr(formation, "EXHAUSTIVE_PAIRS", pairs)
     rng = random.Random(7)
     for _ in range(400):
         lengths = [rng.choice([rng.randint(1, 8), rng.randint(1, 300)]) for _ in range(40)]
         max_items, window = rng.randint(1, 40), rng.randint(1, 45)
         max_tokens, overhead = rng.randint(1, 3000), rng.choice([0.0, 16.0, 500.0, 1e6])
         chosen = form_batch(lengths, max_items, max_tokens, window, overhead)
-
-        def score(run: list[int]) -> float:
-            return sum(lengths[i] for i in run) / (overhead + padded_cost([lengths[i] for i in run]))
-
+        score = functools.partial(run_score, lengths, overhead)
         considered = lengths[:window]
         assert 0 in chosen and len(chosen) <= max_items and max(chosen) < len(considered)
         assert len(chosen) == 1 or padded_cost([lengths[i] for i in chosen]) <= max_tokens

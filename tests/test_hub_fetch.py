@@ -120,7 +120,7 @@ def test_a_converted_directory_may_hold_only_the_variant_it_serves(
     model = load_model(resolve_reference(str(directory), {}), settings, hub_options(settings))
     assert model.variant == "small"
     assert model.spec.source.model_file == "model.small.onnx" and len(model.runners) == 1
-    with pytest.raises(ModelLoadError, match="'fp32' is recorded but .*model.onnx is missing"):
+    with pytest.raises(ModelLoadError, match=r"'fp32' is recorded but .*model\.onnx is missing"):
         load_model(
             resolve_reference(str(directory), {}),
             Settings(models=[str(directory)], graph_variant="fp32"),

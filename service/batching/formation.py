@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
 
 
 def padded_cost(lengths: Sequence[int]) -> int:
@@ -51,26 +55,53 @@ def form_batch(
     cap = np.minimum(max_items, max_tokens // np.maximum(top, 1)).astype(np.int64)
     lo_min = np.maximum(hi - cap + 1, 0)
     feasible = (lo_min <= pos) | (hi == pos)  # a lone item may exceed the token budget
-    # Best start for each end: going down from the oldest, items get shorter, so adding the
-    # next one pays (raises useful / cost) until the first one that does not, and none after
-    # it does. So "adding item j pays" holds exactly for j above some point: binary search it.
-    low = np.minimum(lo_min, pos)
-    high = np.full_like(hi, pos)
-    while True:
-        open_ = low < high
-        if not open_.any():
-            break
-        mid = (low + high) // 2
-        useful_above = prefix[hi + 1] - prefix[mid + 1]
-        pays = sizes[mid] * (overhead_tokens + (hi - mid) * top) >= top * useful_above
-        high = np.where(open_ & pays, mid, high)
-        low = np.where(open_ & ~pays, mid + 1, low)
+    low = _best_starts(sizes, prefix, pos, hi, top, np.minimum(lo_min, pos), overhead_tokens)
     count = hi - low + 1
     useful = prefix[hi + 1] - prefix[low]
     # Ties go to the bigger batch: more progress for the same efficiency.
     score = np.where(feasible, useful / (overhead_tokens + count * top) + count * 1e-9, -1.0)
     best = int(np.argmax(score))
     return [int(i) for i in order[int(low[best]) : int(hi[best]) + 1]]
+
+
+# Up to this many (start, end) pairs, scoring them all takes fewer numpy calls than the search.
+EXHAUSTIVE_PAIRS = 4096
+
+
+def _best_starts(
+    sizes: Floats,
+    prefix: Floats,
+    pos: int,
+    hi: Ints,
+    top: Floats,
+    lo_min: Ints,
+    overhead: float,
+) -> Ints:
+    """For each end ``hi``, the start in [lo_min, pos] with the best useful / cost.
+
+    Going down from the oldest, items get shorter, so adding the next one pays (raises
+    useful / cost) until the first one that does not, and none after it does: "adding item
+    j pays" holds exactly for j above some point, which a binary search finds. Small windows
+    score every pair instead (the same answer, ties to the bigger batch)."""
+    first = int(lo_min.min())
+    if (pos + 1 - first) * len(hi) <= EXHAUSTIVE_PAIRS:
+        lo = np.arange(first, pos + 1)[:, None]
+        count = hi[None, :] - lo + 1
+        useful = prefix[hi + 1][None, :] - prefix[lo]
+        score = useful / (overhead + count * top[None, :]) + count * 1e-9
+        score = np.where(lo >= lo_min[None, :], score, -1.0)
+        best: Ints = first + np.argmax(score, axis=0)
+        return best
+    low, high = lo_min.copy(), np.full_like(hi, pos)
+    while True:
+        open_ = low < high
+        if not open_.any():
+            return low
+        mid = (low + high) // 2
+        useful_above = prefix[hi + 1] - prefix[mid + 1]
+        pays = sizes[mid] * (overhead + (hi - mid) * top) >= top * useful_above
+        high = np.where(open_ & pays, mid, high)
+        low = np.where(open_ & ~pays, mid + 1, low)
 
 
 def full_batch_waiting(lengths: Sequence[int], max_items: int, max_tokens: int) -> bool:
