@@ -4,12 +4,14 @@ the same vectors in the same order as one, and the layouts cover the cores."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import bench.__main__ as bench_main
-from bench import inprocess
+from bench import gpu, inprocess
+from service.models.runner import CPU, OnnxRunner
 from tests.tiny_models import WORDS
 
 
@@ -45,3 +47,19 @@ def test_layouts_split_the_cores_between_sessions(
 ) -> None:
     monkeypatch.setattr(bench_main, "THREADS", cores)
     assert bench_main.layouts() == expected
+
+
+def test_the_gpu_bench_times_ten_new_shapes_then_the_same_again(
+    tiny_dense: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes: list[tuple[int, ...]] = []
+    original = OnnxRunner.run
+
+    def run(self: OnnxRunner, feeds: Any) -> Any:
+        shapes.append(tuple(feeds["input_ids"].shape))
+        return original(self, feeds)
+
+    monkeypatch.setattr(OnnxRunner, "run", run)
+    fresh, warmed = gpu.shape_cost_ms(tiny_dense[0] / "model.onnx", provider=CPU)
+    expected = [(rows, 64) for rows in range(33, 43)]
+    assert shapes == expected + expected and fresh > 0 and warmed > 0
