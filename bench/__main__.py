@@ -13,7 +13,11 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
+
+import numpy as np
 
 from bench import corpus, gpu, inprocess, served
 from service.models.runner import CPU
@@ -219,6 +223,19 @@ def peer_line(name: str, passages: list[str]) -> None:
     )
 
 
+def sampled_load(
+    url: str, name: str, passages: list[str], seconds: float, pid: int
+) -> tuple[served.Load, list[float]]:
+    """32 clients for ``seconds``, with the server's RSS sampled every 2 s meanwhile."""
+    samples: list[float] = []
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(served.load, url, name, passages, 1, 32, seconds)
+        while not running.done():
+            samples.append(served.rss_mb(pid)[0])
+            futures_wait([running], timeout=2)
+        return running.result(), samples
+
+
 def memory_lines(name: str, passages: list[str]) -> None:
     say(f"\n## 6. Server memory under {SOAK_S:.0f} s of load (1 passage/request x 32)\n")
     # The warm-up meets the batch shapes the load will bring: the longest passages first (the
@@ -231,9 +248,9 @@ def memory_lines(name: str, passages: list[str]) -> None:
         biggest, _ = served.rss_mb(pid)
         served.load(url, name, passages, 1, 32)
         warm, _ = served.rss_mb(pid)
-        first = served.load(url, name, passages, 1, 32, seconds=SOAK_S / 5)
+        first, early_samples = sampled_load(url, name, passages, SOAK_S / 5, pid)
         early, _ = served.rss_mb(pid)
-        result = served.load(url, name, passages, 1, 32, seconds=SOAK_S * 4 / 5)
+        result, samples = sampled_load(url, name, passages, SOAK_S * 4 / 5, pid)
         after, peak = served.rss_mb(pid)
     errors = first.errors + result.errors
     say(
@@ -241,6 +258,15 @@ def memory_lines(name: str, passages: list[str]) -> None:
         f"warm-up {warm:.0f} MiB, after {SOAK_S / 5:.0f} s {early:.0f} MiB, after {SOAK_S:.0f} s "
         f"{after:.0f} MiB ({(after / warm - 1) * 100:+.1f}% over warm-up), peak {peak:.0f} MiB; "
         f"{result.passages_per_s:.1f} passages/s, {errors} errors"
+    )
+    # Single samples swing by about 10 MiB under load; medians over the first and the last
+    # fifth of the load (a sample every 2 s) compare like with like.
+    start = float(np.median(early_samples))
+    end = float(np.median(samples[-max(1, len(early_samples)) :]))
+    say(
+        f"median RSS over the first {SOAK_S / 5:.0f} s of load {start:.0f} MiB, over the last "
+        f"{SOAK_S / 5:.0f} s {end:.0f} MiB ({(end / start - 1) * 100:+.1f}%); all samples "
+        f"{min(early_samples + samples):.0f}-{max(early_samples + samples):.0f} MiB"
     )
 
 
