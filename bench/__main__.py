@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import corpus, gpu, inprocess, served
+from bench.report import save, say
 from service.models.runner import CPU
 from service.models.scaling import session_layout
 from service.settings import Settings
@@ -29,12 +30,6 @@ MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", ROOT / "models" / "all-MiniLM
 PASSAGES = int(os.environ.get("BENCH_PASSAGES", "1024"))
 SOAK_S = float(os.environ.get("BENCH_SOAK_S", "300"))
 THREADS = int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1)))
-lines: list[str] = []
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-    lines.append(text)
 
 
 def row(*cells: object) -> None:
@@ -61,11 +56,7 @@ def main() -> None:
     variants_lines(passages, queries, single_batch)
     peer_line(name, passages)
     memory_lines(name, passages)
-    out = ROOT / "bench-results"
-    out.mkdir(exist_ok=True)
-    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    path.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {path}")
+    save("bench")
 
 
 def layouts() -> list[tuple[int, int]]:

@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench import corpus, served
+from bench.report import save, say
 from service.models.runner import OnnxRunner, preload_cuda
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,14 +156,6 @@ def batch_totals(url: str) -> tuple[float, float]:
     return total["count"], total["sum"]
 
 
-lines: list[str] = []
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-    lines.append(text)
-
-
 def main() -> int:
     if not has_cuda():
         return refuse()
@@ -218,11 +211,7 @@ def main() -> int:
         f"\ntarget (>= {TARGET_RATE} passages/s at 32/request, p99 < {TARGET_P99_MS} ms): "
         f"{'met' if met else 'NOT met'} ({rate:.0f}/s, p99 {p99:.0f} ms)"
     )
-    out = ROOT / "bench-results"
-    out.mkdir(exist_ok=True)
-    path = out / f"bench-gpu-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    path.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {path}")
+    save("bench-gpu")
     return 0
 
 
