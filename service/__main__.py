@@ -14,7 +14,7 @@ def _serve(argv: Sequence[str]) -> int:
 
     from service.app import create_app
     from service.ops.logs import configure_logging
-    from service.ops.memory import tune_malloc
+    from service.ops.memory import limit_malloc_arenas, tune_malloc
     from service.ops.shutdown import DrainingServer
     from service.settings import Settings
 
@@ -33,6 +33,7 @@ def _serve(argv: Sequence[str]) -> int:
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     tune_malloc(settings.malloc_mmap_threshold, settings.malloc_trim_threshold)
+    limit_malloc_arenas(settings.malloc_arena_max)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

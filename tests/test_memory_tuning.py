@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.ops.memory import tune_malloc
+from service.ops.memory import limit_malloc_arenas, tune_malloc
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +52,51 @@ def test_the_defaults_run_without_the_arena_and_zero_leaves_glibc_alone() -> Non
     assert settings.malloc_mmap_threshold == 4 << 20 and not settings.ort_memory_arena
     assert settings.malloc_trim_threshold == 16 << 20
     assert not tune_malloc(0, settings.malloc_trim_threshold)
+
+
+ARENAS = """
+import ctypes, sys, tempfile, threading
+import numpy as np, onnxruntime, tokenizers  # loaded, as in the service, before the limit
+from service.ops.memory import limit_malloc_arenas
+
+if sys.argv[1] == "limited":
+    assert limit_malloc_arenas(2)
+together = threading.Barrier(8)
+kept = []
+
+def allocate():
+    together.wait()  # all alive at once: none can take over another's freed heap
+    kept.append(np.ones(1 << 14))  # 128 KiB, malloc'd by this thread
+    together.wait()
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+path = tempfile.mktemp()
+out = ctypes.c_void_p(libc.fopen(path.encode(), b"w"))
+libc.malloc_info(0, out)
+libc.fclose(out)
+print(open(path).read().count("<heap nr="))
+"""
+
+
+def heaps_after_threads(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", ARENAS, mode], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+@glibc
+def test_threads_share_the_arena_limit_set_after_the_libraries_load() -> None:
+    assert heaps_after_threads("glibc") >= 5  # glibc: a heap per busy thread, up to 8 per core
+    assert heaps_after_threads("limited") == 2
+
+
+def test_the_arena_limit_defaults_to_two_and_zero_leaves_glibc_alone() -> None:
+    assert Settings().malloc_arena_max == 2
+    assert not limit_malloc_arenas(0)
