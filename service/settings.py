@@ -98,10 +98,11 @@ class Settings(BaseSettings):
     """Most inputs in one inference batch."""
     max_batch_tokens: int = Field(8192, ge=1)
     """Token budget of one batch, counted as padded length x items."""
-    batch_overhead_tokens: float = Field(16.0, ge=0)
+    batch_overhead_tokens: float = Field(8.0, ge=0)
     """Fixed cost of one inference call, in padded-token equivalents, when choosing a batch:
     small (CPU) groups similar lengths tightly, large (GPU) makes batches as big as allowed.
-    16 packed MiniLM best on 2 cores; `make packing` measures it for a model."""
+    8 packed MiniLM best on 2 cores, where batches under load run on single-thread sessions
+    (a call there costs 6 tokens); `make packing` measures it for a model."""
     max_wait_ms: float = Field(2.0, ge=0)
     """How long a batch may wait for companions when the model is idle."""
     queue_max_items: int = Field(4096, ge=1)

@@ -57,3 +57,18 @@ def test_the_sorted_ceiling_pads_nothing_when_lengths_sort_into_equal_batches() 
     lengths = [16] * 64 + [64] * 64
     total_ms = 0.01 * (16 * 64 + 64 * 64)
     assert sorted_ceiling(lengths, cost, (8, 32)) == pytest.approx(128 / total_ms * 1000)
+
+
+def test_sessions_side_by_side_each_take_batches_as_they_come_free() -> None:
+    cost = interpolated(linear_table(0.0, 0.01))
+    # batches of at most 8 from 32 clients: enough waiting for both sessions all the time
+    one, _ = closed_loop([50] * 100, cost, 0.0, clients=32, round_trip_ms=0.0, max_items=8)
+    two, _ = closed_loop(
+        [50] * 100, cost, 0.0, clients=32, round_trip_ms=0.0, max_items=8, workers=2
+    )
+    assert one == pytest.approx(1000 / (0.01 * 50))
+    assert two == pytest.approx(2 * one, rel=0.01)
+    lengths = [16] * 64 + [64] * 64
+    assert sorted_ceiling(lengths, cost, (8,), workers=2) == pytest.approx(
+        2 * sorted_ceiling(lengths, cost, (8,))
+    )

@@ -46,7 +46,7 @@ class BatchConfig:
     timeout_s: float = 30.0
     window: int = 1024
     inference_timeout_s: float = 60.0
-    overhead_tokens: float = 16.0
+    overhead_tokens: float = 8.0
     pipeline_depth: int = 2  # batches handed to one worker at a time: running + formed
 
 
