@@ -34,11 +34,16 @@ print(rss_mib() - before)
 """
 
 
-def resident_after_frees(mode: str) -> float:
+def probe(script: str, mode: str) -> str:
+    """What `script` prints, run in a fresh interpreter (malloc settings are per process)."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, mode], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    return float(done.stdout)
+    return done.stdout
+
+
+def resident_after_frees(mode: str) -> float:
+    return float(probe(PROBE, mode))
 
 
 @glibc
@@ -85,10 +90,7 @@ print(open(path).read().count("<heap nr="))
 
 
 def heaps_after_threads(mode: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", ARENAS, mode], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    return int(done.stdout)
+    return int(probe(ARENAS, mode))
 
 
 @glibc
