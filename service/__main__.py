@@ -13,6 +13,7 @@ def _serve(argv: Sequence[str]) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.models.scaling import available_cores
     from service.ops.logs import configure_logging
     from service.ops.memory import limit_malloc_arenas, tune_malloc
     from service.ops.shutdown import DrainingServer
@@ -33,7 +34,7 @@ def _serve(argv: Sequence[str]) -> int:
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     tune_malloc(settings.malloc_mmap_threshold, settings.malloc_trim_threshold)
-    limit_malloc_arenas(settings.malloc_arena_max)
+    limit_malloc_arenas(settings.malloc_arena_max or available_cores())
     app = create_app(settings)
     config = uvicorn.Config(
         app,

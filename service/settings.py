@@ -75,10 +75,11 @@ class Settings(BaseSettings):
     """glibc: free memory kept at the top of each malloc heap before it is returned to the
     system. 16 MiB: with adaptive sessions' extra threads, 64 MiB let RSS climb 5-7% in the
     first minutes of load; 16 MiB stayed flat at the same throughput (docs/benchmarks)."""
-    malloc_arena_max: int = Field(2, ge=0)
+    malloc_arena_max: int = Field(0, ge=0)
     """glibc: most malloc heaps (arenas) for the process; glibc's own limit is 8 per core,
-    one per busy thread. 2: RSS 4% lower and flat under load at the same throughput
-    (docs/benchmarks). 0: leave glibc's."""
+    one per busy thread. 0: one per core the process may use. On 2 cores (2 heaps) RSS sat
+    4% lower and flat under load at the same throughput (docs/benchmarks); set 8 x cores for
+    glibc's own limit."""
     replicas: int = Field(0, ge=0)
     """Sessions per model, each fed by the same batcher (many-core CPUs). 0: one on a GPU; on
     CPU as many sessions of intra_op_threads, else cpu_threads_per_replica, else

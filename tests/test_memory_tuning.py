@@ -99,6 +99,6 @@ def test_threads_share_the_arena_limit_set_after_the_libraries_load() -> None:
     assert heaps_after_threads("limited") == 2
 
 
-def test_the_arena_limit_defaults_to_two_and_zero_leaves_glibc_alone() -> None:
-    assert Settings().malloc_arena_max == 2
-    assert not limit_malloc_arenas(0)
+def test_the_arena_limit_defaults_to_one_per_core() -> None:
+    assert Settings().malloc_arena_max == 0  # __main__: 0 -> available_cores()
+    assert not limit_malloc_arenas(0)  # nothing to set

@@ -10,10 +10,10 @@ sessions' extra threads, RSS climbed 5-7% in the first minutes of load (docs/ben
 
 glibc also gives threads their own heaps ("arenas"), up to 8 per core: each inference thread
 and each tokenizing thread ends up with one, each with its own fragmentation and idle top.
-Two arenas for the whole process keep RSS lower and flatter under load at the same
-throughput: MiniLM on 2 cores, 3 minutes of 32 clients, 316 -> 332 MiB with glibc's limit,
-303 -> 308 MiB with 2, at 190 and 194 passages/s
-(docs/benchmarks/2026-11-26-cpu-2core-overheads.md).
+The service keeps to one per core: on 2 cores, 3 minutes of 32 clients (MiniLM) went
+316 -> 332 MiB with glibc's limit and 303 -> 308 MiB with 2, at 190 and 194 passages/s
+(docs/benchmarks/2026-11-26-cpu-2core-overheads.md). Fewer than one per core would make
+threads on a many-core machine wait for each other's heap; that was not measured.
 """
 
 from __future__ import annotations
