@@ -220,8 +220,10 @@ async def test_stop_finishes_running_batches_and_fails_queued_ones_clearly() -> 
 # --- batch formation (pure) --------------------------------------------------------------
 def test_the_oldest_item_is_always_in_the_next_batch() -> None:
     lengths = [200, 10, 10, 10, 10, 190]
-    chosen = form_batch(lengths, max_items=2, max_tokens=10_000, window=100)
+    chosen = form_batch(lengths, max_items=2, max_tokens=10_000, window=100, overhead_tokens=16)
     assert 0 in chosen and chosen == [5, 0]  # its closest companion in length
+    # a call costing 8 tokens does not pay for 10 tokens of padding: the oldest goes alone
+    assert form_batch(lengths, max_items=2, max_tokens=10_000, window=100) == [0]
 
 
 def test_batches_group_similar_lengths() -> None:

@@ -26,7 +26,7 @@ def form_batch(
     max_items: int,
     max_tokens: int,
     window: int,
-    overhead_tokens: float = 16.0,
+    overhead_tokens: float = 8.0,
 ) -> list[int]:
     """Choose the next batch from items waiting in arrival order.
 
