@@ -49,6 +49,27 @@ def test_layouts_split_the_cores_between_sessions(
     assert bench_main.layouts() == expected
 
 
+def test_the_ceiling_measured_again_is_its_own_configuration_on_the_real_loop(
+    tiny_dense: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make bench re-measures the ceiling beside each served load: the same batch, layout and
+    spinning that won, length-sorted, through inprocess.throughput itself."""
+    directory, _ = tiny_dense
+    monkeypatch.setattr(bench_main, "MODEL_DIR", directory)
+    calls: list[tuple[Any, ...]] = []
+    original = inprocess.throughput
+
+    def recording(*args: Any, **kwargs: Any) -> tuple[float, np.ndarray]:
+        calls.append(args + tuple(sorted(kwargs.items())))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(inprocess, "throughput", recording)
+    ceiling = bench_main.Ceiling(rate=1.0, batch=4, sessions=2, threads=1, spinning=False)
+    texts = [" ".join(WORDS[4 : 4 + n]) for n in range(1, 20)]
+    assert ceiling.again(texts, "model.onnx") > 0
+    assert calls == [(directory, "model.onnx", texts, 4, 1, True, False, 2)]
+
+
 def test_the_gpu_bench_times_ten_new_shapes_then_the_same_again(
     tiny_dense: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
