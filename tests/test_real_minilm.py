@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.errors import PayloadTooLarge
+from service.models.text import encode_pairs, encode_texts, load_text_encoder
 from tests.conftest import serving
 from tests.prod_server import live_server
 
@@ -134,3 +136,26 @@ def test_openai_client_sees_errors_in_openais_shape(real_minilm: Path) -> None:
             client.embeddings.create(model=NAME, input="hi", dimensions=1000)
     assert missing.value.code == "model_not_found"
     assert bad.value.code == "invalid_input" and bad.value.param == "dimensions"
+
+
+def test_the_fast_batch_encoding_gives_the_full_encodings_ids_and_overflow(
+    real_minilm: Path,
+) -> None:
+    """encode_texts and encode_pairs use tokenizers' encode_batch_fast (no character offsets):
+    on the real tokenizer they give what encode_batch gives, truncated or not."""
+    texts = [row["text"] for row in REFERENCE["rows"]] + ["word " * 300, "", "naïve café 東京"]
+    encoder = load_text_encoder(real_minilm, 16)
+    full = encoder.tokenizer.encode_batch(texts)
+    fast = encode_texts(encoder, texts, truncate=True)
+    assert [list(item.ids) for item in fast] == [encoding.ids for encoding in full]
+    overflowing = [index for index, encoding in enumerate(full) if encoding.overflowing]
+    assert overflowing  # the limit of 16 cuts some
+    with pytest.raises(PayloadTooLarge, match=f"input {overflowing[0]} is longer"):
+        encode_texts(encoder, texts, truncate=False)
+    kept = [text for index, text in enumerate(texts) if index not in overflowing]
+    assert len(encode_texts(encoder, kept, truncate=False)) == len(kept)
+    pairs = [("a short query", text) for text in texts]
+    full_pairs = encoder.pair_tokenizer.encode_batch(pairs)
+    fast_pairs = encode_pairs(encoder, pairs, truncate=True)
+    assert [list(item.ids) for item in fast_pairs] == [e.ids for e in full_pairs]
+    assert [list(item.type_ids) for item in fast_pairs] == [e.type_ids for e in full_pairs]

@@ -129,7 +129,7 @@ def prepare(
     encoder, rules = model.encoder, rules_of(model)
     prefix, suffix = encoder.special_prefix, encoder.special_suffix
     room = encoder.max_length - len(prefix) - len(suffix) - 1
-    encodings = encoder.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    encodings = encoder.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
     items = []
     for index, encoding in enumerate(encodings):
         content = encoding.ids
