@@ -5,8 +5,8 @@ inference where the request went through a batcher), and request metrics."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +29,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(ID_HEADER, b"").decode("latin-1")[:128]
-        rid = given if given.isprintable() and given else uuid.uuid4().hex
+        rid = given if given.isprintable() and given else os.urandom(16).hex()  # 0.5 us; uuid4().hex 2.1
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
         logs.request_id.set(rid)
