@@ -29,7 +29,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(ID_HEADER, b"").decode("latin-1")[:128]
-        rid = given if given.isprintable() and given else os.urandom(16).hex()  # 0.5 us; uuid4().hex 2.1
+        # a made id: 32 random hex digits, as uuid4().hex gives, in 0.5 us instead of 2.1
+        rid = given if given.isprintable() and given else os.urandom(16).hex()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
         logs.request_id.set(rid)
