@@ -16,6 +16,7 @@ from service.batching import formation
 from service.batching.batcher import BatchConfig, Batcher
 from service.batching.formation import form_batch, full_batch_waiting, padded_cost
 from service.errors import InferenceFailed, Overloaded, Unavailable
+from service.settings import Settings
 
 
 class Recorder:
@@ -256,6 +257,11 @@ def test_a_much_longer_item_waits_for_companions_of_its_own_length() -> None:
     lengths = [20, 20, 21, 200, 19]
     chosen = form_batch(lengths, max_items=32, max_tokens=10_000, window=100, overhead_tokens=64)
     assert sorted(chosen) == [0, 1, 2, 4]
+
+
+def test_the_service_setting_and_the_batcher_share_one_default_overhead() -> None:
+    assert BatchConfig().overhead_tokens == formation.OVERHEAD_TOKENS == 8.0
+    assert Settings().batch_overhead_tokens == formation.OVERHEAD_TOKENS
 
 
 def test_a_large_call_overhead_makes_batches_as_big_as_allowed() -> None:

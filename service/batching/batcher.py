@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.batching.formation import form_batch, full_batch_waiting
+from service.batching.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting
 from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable
 from service.ops import timing
 
@@ -46,7 +46,7 @@ class BatchConfig:
     timeout_s: float = 30.0
     window: int = 1024
     inference_timeout_s: float = 60.0
-    overhead_tokens: float = 8.0
+    overhead_tokens: float = OVERHEAD_TOKENS
     pipeline_depth: int = 2  # batches handed to one worker at a time: running + formed
 
 

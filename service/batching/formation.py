@@ -16,6 +16,10 @@ import numpy.typing as npt
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
+# The fixed cost of one inference call in padded tokens, for the single-thread CPU sessions
+# that run batches under load (`make packing`; EMBED_BATCH_OVERHEAD_TOKENS in the service).
+OVERHEAD_TOKENS = 8.0
+
 
 def padded_cost(lengths: Sequence[int]) -> int:
     return max(lengths) * len(lengths) if lengths else 0
@@ -26,7 +30,7 @@ def form_batch(
     max_items: int,
     max_tokens: int,
     window: int,
-    overhead_tokens: float = 8.0,
+    overhead_tokens: float = OVERHEAD_TOKENS,
 ) -> list[int]:
     """Choose the next batch from items waiting in arrival order.
 
