@@ -291,13 +291,18 @@ def run_score(lengths: list[int], overhead: float, run: list[int]) -> float:
     return sum(lengths[i] for i in run) / (overhead + padded_cost([lengths[i] for i in run]))
 
 
-@pytest.mark.parametrize("pairs", [0, formation.EXHAUSTIVE_PAIRS], ids=["search", "scored"])
+@pytest.mark.parametrize(
+    ("python_window", "pairs"),
+    [(1024, 0), (0, 0), (0, formation.EXHAUSTIVE_PAIRS)],
+    ids=["python", "numpy-search", "numpy-scored"],
+)
 def test_formation_matches_an_exhaustive_search_under_both_caps(
-    pairs: int, monkeypatch: pytest.MonkeyPatch
+    python_window: int, pairs: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Random queues, caps and overheads: the chosen run is within the caps, holds the
-    oldest, and no run that contains the oldest and fits the caps is more efficient (by the
-    binary search, and by scoring every pair in small windows)."""
+    oldest, and no run that contains the oldest and fits the caps is more efficient (in
+    Python, and with numpy by the binary search and by scoring every pair)."""
+    monkeypatch.setattr(formation, "PYTHON_WINDOW", python_window)
     monkeypatch.setattr(formation, "EXHAUSTIVE_PAIRS", pairs)
     rng = random.Random(7)
     for _ in range(400):
@@ -317,6 +322,29 @@ def test_formation_matches_an_exhaustive_search_under_both_caps(
                 fits = padded_cost([lengths[i] for i in run]) <= max_tokens or len(run) == 1
                 if len(run) <= max_items and fits:
                     assert score(run) <= score(chosen) + 1e-12
+
+
+def test_python_and_numpy_formation_choose_the_same_batch() -> None:
+    """The two implementations of one rule (Python for small windows, numpy for large) give
+    the same indices, ties included: repeated lengths, empty items, no overhead, lone items
+    over the budget, windows on both sides of the switch."""
+    rng = random.Random(11)
+    for _ in range(3000):
+        size = rng.choice([1, 2, 5, 20, 64, 65, 200])
+        lengths = [
+            rng.choice([0, 7, 7, 50, rng.randint(1, 40), rng.randint(1, 600)]) for _ in range(size)
+        ]
+        max_items = rng.choice([1, 2, 4, 8, 32, 256])
+        max_tokens = rng.choice([1, 64, 512, 8192, 10**6])
+        overhead = rng.choice([0.0, 4.0, 8.0, 64.0, 16384.0])
+        python = formation._form_python(lengths, max_items, max_tokens, overhead)
+        numpy = formation._form_numpy(lengths, max_items, max_tokens, overhead)
+        assert python == numpy, (lengths, max_items, max_tokens, overhead)
+    assert form_batch([0, 0, 0], max_items=8, max_tokens=100, window=10, overhead_tokens=0) == [
+        0,
+        1,
+        2,
+    ]
 
 
 class Cores:
