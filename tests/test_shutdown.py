@@ -155,3 +155,10 @@ def test_json_logs_carry_the_request_id() -> None:
     line = json.loads(context.run(logs.JsonFormatter().format, record))
     assert line["request_id"] == "rq-42" and line["message"] == "served it"
     assert "request_id" not in json.loads(logs.JsonFormatter().format(record))
+
+
+@pytest.mark.parametrize("text", ["naïve 東京", "bad \udcff byte"])
+def test_json_logs_keep_any_text_on_one_parseable_line(text: str) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "got %s", (text,), None)
+    line = logs.JsonFormatter().format(record)
+    assert "\n" not in line and json.loads(line)["message"] == f"got {text}"
