@@ -50,6 +50,14 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
         f"{len(passages)} passages, {len(queries)} queries; default graph {default}"
     )
+    changed = sorted(key for key in os.environ if key.startswith("EMBED_"))
+    level = os.environ.get("EMBED_LOG_LEVEL", "info")
+    say(
+        "served with the service's default settings"
+        + (f" except {', '.join(changed)} from the environment" if changed else "")
+        + f"; log level {level}"
+        + (" (an access line per request)" if level in ("debug", "info") else "")
+    )
     ceiling, single_batch = ceiling_line(passages, default)
     single_ms = inprocess.single_latency_ms(MODEL_DIR, default, passages[:200], THREADS)
     say(f"in-process one passage at a time: p50 {single_ms:.1f} ms")

@@ -70,13 +70,9 @@ def server(
     """`python -m service` on loopback (a free port unless given), ready; yields (url, pid).
     Used by make bench and make soak."""
     port = port or free_port()
-    full = {
-        **os.environ,
-        "EMBED_HOST": "127.0.0.1",
-        "EMBED_LOG_LEVEL": os.environ.get("EMBED_LOG_LEVEL", "warning"),
-        **env,
-        "EMBED_PORT": str(port),
-    }
+    # The service's own defaults, log level included (info: an access line per request),
+    # unless the caller's environment or `env` says otherwise.
+    full = {**os.environ, "EMBED_HOST": "127.0.0.1", **env, "EMBED_PORT": str(port)}
     # BENCH_SERVER_LOG: a file for the server's log, to see why a run on another machine failed
     log_path = os.environ.get("BENCH_SERVER_LOG")
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
