@@ -51,7 +51,7 @@ def main() -> None:
         f"{len(passages)} passages, {len(queries)} queries; default graph {default}"
     )
     changed = sorted(key for key in os.environ if key.startswith("EMBED_"))
-    level = os.environ.get("EMBED_LOG_LEVEL", "info")
+    level = Settings().log_level  # the service's default unless EMBED_LOG_LEVEL is set
     say(
         "served with the service's default settings"
         + (f" except {', '.join(changed)} from the environment" if changed else "")
