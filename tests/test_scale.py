@@ -398,3 +398,15 @@ def test_served_adaptive_sessions_report_their_threads_and_serve_solo_then_side_
     for response, text in zip(responses, texts, strict=True):
         expected = tiny_models.expected_dense(table, text)
         np.testing.assert_allclose(response.json()["embeddings"][0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("arena", [True, False])
+def test_every_session_gets_the_memory_arena_setting(
+    tiny_dense: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch, arena: bool
+) -> None:
+    two_cores(monkeypatch)  # adaptive: three sessions
+    directory, _ = tiny_dense
+    model = load_tiny(directory, replicas=0, ort_memory_arena=arena)
+    options = [runner.session.get_session_options() for runner in model.runners]
+    assert len(options) == 3
+    assert [o.enable_cpu_mem_arena for o in options] == [arena] * 3
