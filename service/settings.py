@@ -64,13 +64,13 @@ class Settings(BaseSettings):
     take the cores that the event loop and tokenization need between batches."""
     ort_graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime's graph optimisation level when a session loads."""
-    ort_memory_arena: bool = True
+    ort_memory_arena: bool = False
     """ONNX Runtime's CPU memory arena: a session keeps the memory of its runs' tensors
-    instead of allocating and freeing them on every run. On 2 cores it served 1.8% more at
-    32 clients and 2.3% more in the mixed soak, with RSS flat after warm-up; but it holds
-    the largest batch's memory: about 15 MiB more after 32 one-passage clients, 130 MiB more
-    after the soak's 32-input requests (443 against 314 MiB). false for memory-tight
-    deployments (docs/benchmarks/2026-11-26-cpu-2core-arena.md)."""
+    instead of allocating and freeing them on every run. Off by default: on 2 cores it served
+    1.8% more at 32 clients and 2.3% more in a mixed soak, but it holds the largest batch's
+    tensors (15-130 MiB more here) and grows in steps when a new shape needs more: RSS rose
+    5.7% over 5 minutes after warm-up in one of four runs, against the 5% target
+    (docs/benchmarks/2026-11-26-cpu-2core-arena.md). true where 2% outweighs the memory."""
     malloc_mmap_threshold: int = Field(4 * 1024 * 1024, ge=0)
     """glibc: allocations of at least this many bytes get their own mapping, returned to the
     system when freed (a fixed threshold; glibc's own keeps rising). 0: leave glibc's."""

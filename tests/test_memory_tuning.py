@@ -52,9 +52,9 @@ def test_freed_big_blocks_leave_the_process_only_with_the_fixed_threshold() -> N
     assert resident_after_frees("tuned") < 2
 
 
-def test_the_defaults_run_with_the_arena_and_zero_leaves_glibc_alone() -> None:
+def test_the_defaults_run_without_the_arena_and_zero_leaves_glibc_alone() -> None:
     settings = Settings()
-    assert settings.malloc_mmap_threshold == 4 << 20 and settings.ort_memory_arena
+    assert settings.malloc_mmap_threshold == 4 << 20 and not settings.ort_memory_arena
     assert settings.malloc_trim_threshold == 16 << 20
     assert not tune_malloc(0, settings.malloc_trim_threshold)
 

@@ -1,8 +1,7 @@
 """glibc malloc settings for the serving process, applied before any model is loaded.
 
-ONNX Runtime's arena (on by default, `EMBED_ORT_MEMORY_ARENA`) keeps its runs' tensors; what
-is malloc'd and freed all the time is the rest (tokenizers, numpy, Python), and with the arena
-off every tensor of a run too. glibc then raises
+Without ONNX Runtime's arena (off by default, `EMBED_ORT_MEMORY_ARENA`), every tensor of a
+run is malloc'd and freed. glibc then raises
 its mmap threshold each time a big block is freed, so later big tensors come from the heap
 and fragment it, and RSS creeps up. Fixing the threshold keeps big tensors in their own
 mappings, returned to the system when freed. The trim threshold (16 MiB) keeps some free
