@@ -84,3 +84,23 @@ def test_the_gpu_bench_times_ten_new_shapes_then_the_same_again(
     fresh, warmed = gpu.shape_cost_ms(tiny_dense[0] / "model.onnx", provider=CPU)
     expected = [(rows, 64) for rows in range(33, 43)]
     assert shapes == expected + expected and fresh > 0 and warmed > 0
+
+
+def test_graph_variants_are_measured_in_turn_and_their_median_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    # passes in call order: fp32, int8, fp32, int8, fp32, int8
+    rates = iter([100.0, 130.0, 90.0, 160.0, 110.0, 150.0])
+
+    def throughput(directory: Path, graph: str, texts: list[str], *_: Any) -> Any:
+        calls.append(graph)
+        return next(rates), np.full((len(texts), 2), len(calls), dtype=np.float32)
+
+    monkeypatch.setattr(inprocess, "throughput", throughput)
+    graphs = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+    measured = bench_main.variant_rates(["a", "b"], graphs, batch=2, rounds=3)
+    assert calls == ["model.onnx", "model.int8.onnx"] * 3
+    assert measured["fp32"][0] == 100.0 and measured["int8"][0] == 150.0
+    # the vectors of each graph's first pass
+    assert measured["fp32"][1][0, 0] == 1 and measured["int8"][1][0, 0] == 2
