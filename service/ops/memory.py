@@ -1,13 +1,13 @@
 """glibc malloc settings for the serving process, applied before any model is loaded.
 
 Without ONNX Runtime's arena (off by default, `EMBED_ORT_MEMORY_ARENA`), every tensor of a
-run is malloc'd and freed. glibc then raises
-its mmap threshold each time a big block is freed, so later big tensors come from the heap
-and fragment it, and RSS creeps up. Fixing the threshold keeps big tensors in their own
-mappings, returned to the system when freed. The trim threshold (16 MiB) keeps some free
-memory at each heap's top, so it is not handed back and faulted in again on every run, but
-not so much that every thread's heap holds a large idle top: at 64 MiB, with adaptive
-sessions' extra threads, RSS climbed 5-7% in the first minutes of load (docs/benchmarks).
+run is malloc'd and freed. glibc then raises its mmap threshold each time a big block is
+freed, so later big tensors come from the heap and fragment it, and RSS creeps up. Fixing the
+threshold keeps big tensors in their own mappings, returned to the system when freed. The
+trim threshold (16 MiB) keeps some free memory at each heap's top, so it is not handed back
+and faulted in again on every run, but not so much that every thread's heap holds a large
+idle top: at 64 MiB, with adaptive sessions' extra threads, RSS climbed 5-7% in the first
+minutes of load (docs/benchmarks).
 
 glibc also gives threads their own heaps ("arenas"), up to 8 per core: each inference thread
 and each tokenizing thread ends up with one, each with its own fragmentation and idle top.
