@@ -67,10 +67,12 @@ class Settings(BaseSettings):
     ort_memory_arena: bool = False
     """ONNX Runtime's CPU memory arena: a session keeps the memory of its runs' tensors
     instead of allocating and freeing them on every run. Off by default: on 2 cores it served
-    1.8% more at 32 clients and 2.3% more in a mixed soak, but it holds the largest batch's
-    tensors (15-130 MiB more here) and grows in steps when a new shape needs more: RSS rose
-    5.7% over 5 minutes after warm-up in one of four runs, against the 5% target
-    (docs/benchmarks/2026-11-26-cpu-2core-arena.md). true where 2% outweighs the memory."""
+    8.7% more with 32 long passages per request and 2.3% more in a mixed soak, but at 32
+    clients of one passage 1.8% more in one set of 4 interleaved rounds and 0.8% less in the
+    next. It holds the largest batch's tensors (15-130 MiB more here) and grows in steps when
+    a new shape needs more: RSS rose 5.7% over 5 minutes after warm-up in one of four runs,
+    against the 5% target (docs/benchmarks/2026-11-26-cpu-2core-arena.md). true for bulk
+    embedding where speed outweighs the memory."""
     malloc_mmap_threshold: int = Field(4 * 1024 * 1024, ge=0)
     """glibc: allocations of at least this many bytes get their own mapping, returned to the
     system when freed (a fixed threshold; glibc's own keeps rising). 0: leave glibc's."""
