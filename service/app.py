@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service.api import (
+from service.front import (
     dense_router,
     errors,
     guard,
@@ -21,9 +21,9 @@ from service.api import (
     rerank_router,
     sparse_router,
 )
-from service.api.deps import ClientGone, client_gone_response
-from service.api.json_routes import JsonRoutes, json_routes
-from service.api.middleware import RequestContext
+from service.front.deps import ClientGone, client_gone_response
+from service.front.json_routes import JsonRoutes, json_routes
+from service.front.middleware import RequestContext
 from service.models.registry import ModelRegistry
 from service.ops.metrics import Metrics
 from service.settings import Settings

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.guard import declared_length, key_matches
+from service.front.guard import declared_length, key_matches
 from tests.conftest import serving
 from tests.envelope import error_of
 from tests.tiny_models import expected_dense

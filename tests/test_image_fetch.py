@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.api.image_fetch import FetchPolicy, fetch_image, is_public
 from service.errors import InvalidInput, PayloadTooLarge
+from service.front.image_fetch import FetchPolicy, fetch_image, is_public
 from tests import image_models
 from tests.conftest import serving
 

@@ -1,4 +1,4 @@
-"""The short path for JSON routes (service/api/json_routes.py): which routes it takes, that
+"""The short path for JSON routes (service/front/json_routes.py): which routes it takes, that
 well-formed requests skip FastAPI's request handling, and that every answer, good or bad, is
 the one FastAPI gives for the same request."""
 
@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.middleware import Middleware
 
-from service.api import dense_router
-from service.api.json_routes import JsonRoutes, json_routes
 from service.app import ROUTERS
+from service.front import dense_router
+from service.front.json_routes import JsonRoutes, json_routes
 from tests.conftest import serving
 
 MODEL = "tiny/dense"

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import hybrid_serving
-from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid
+from service.front import hybrid_serving
+from service.front.hybrid_serving import HybridOptions, Member, embed_hybrid
 from tests import tiny_models
 from tests.conftest import serving
 from tests.envelope import error_of

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from service.api.batched import submit_counted
-from service.api.inputs import check_chars, check_count
-from service.api.late_serving import maxsim_scores, resolve_late
-from service.api.rerank_protocol import RerankDocument, RerankRequest
 from service.errors import InvalidInput
+from service.front.batched import submit_counted
+from service.front.inputs import check_chars, check_count
+from service.front.late_serving import maxsim_scores, resolve_late
+from service.front.rerank_protocol import RerankDocument, RerankRequest
 from service.models.kinds.rerank import prepare_pairs, sigmoid
 from service.models.loaded import LoadedModel
 from service.settings import Settings

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api import deps
-from service.api.encoding import json_response, multi_vector_item, token_usage
-from service.api.inputs import texts_call, truncation
-from service.api.late_protocol import LateRequest, LateResponse, MaxSimRequest, MaxSimResponse
-from service.api.late_serving import embed_late, maxsim_scores, resolve_late
-from service.api.rerank_serving import check_documents
+from service.front import deps
+from service.front.encoding import json_response, multi_vector_item, token_usage
+from service.front.inputs import texts_call, truncation
+from service.front.late_protocol import LateRequest, LateResponse, MaxSimRequest, MaxSimResponse
+from service.front.late_serving import embed_late, maxsim_scores, resolve_late
+from service.front.rerank_serving import check_documents
 
 router = APIRouter(tags=["Late interaction"])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.protocol import InputType, Usage
+from service.front.protocol import InputType, Usage
 
 
 class SparseRequest(BaseModel):

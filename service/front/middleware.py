@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import envelope
+from service.front.errors import envelope
 from service.ops import logs, timing
 from service.ops.metrics import Metrics
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.api.batched import Items, submit_counted
-from service.api.late_protocol import MultiVector
 from service.errors import InvalidInput
+from service.front.batched import Items, submit_counted
+from service.front.late_protocol import MultiVector
 from service.models.kinds.late import LateItem, Matrix, maxsim, prepare
 from service.models.loaded import LoadedModel
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api import deps
-from service.api.encoding import json_response, token_usage
-from service.api.inputs import truncation
-from service.api.rerank_protocol import RerankRequest, RerankResponse
-from service.api.rerank_serving import check_documents, check_top_n, results, score
+from service.front import deps
+from service.front.encoding import json_response, token_usage
+from service.front.inputs import truncation
+from service.front.rerank_protocol import RerankRequest, RerankResponse
+from service.front.rerank_serving import check_documents, check_top_n, results, score
 
 router = APIRouter(tags=["Reranking"])
 

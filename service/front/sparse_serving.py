@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from service.api.batched import lengths, submit_counted
 from service.errors import InvalidInput
+from service.front.batched import lengths, submit_counted
 from service.models.kinds import bm25, bm42
 from service.models.kinds.encoded import InputType
 from service.models.kinds.sparse import SparseVector, family, prepare_texts

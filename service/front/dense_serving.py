@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.api.batched import submit_counted
 from service.errors import InvalidInput
+from service.front.batched import submit_counted
 from service.models.kinds.dense import Vectors, l2_normalize, prepare_ids, prepare_texts
 from service.models.kinds.encoded import InputType
 from service.models.loaded import LoadedModel

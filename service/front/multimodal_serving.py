@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from service.api.image_protocol import EncodingFormat
-from service.api.image_serving import (
+from service.errors import InvalidInput
+from service.front.image_protocol import EncodingFormat
+from service.front.image_serving import (
     check_count,
     check_form_fields,
     decode_base64,
@@ -17,9 +18,8 @@ from service.api.image_serving import (
     read_body,
     read_form,
 )
-from service.api.inputs import QUERIES, check_texts
-from service.api.multimodal_protocol import MultimodalRequest
-from service.errors import InvalidInput
+from service.front.inputs import QUERIES, check_texts
+from service.front.multimodal_protocol import MultimodalRequest
 from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
 from service.models.loaded import LoadedModel
 from service.settings import Settings

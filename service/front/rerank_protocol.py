@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.protocol import Usage
+from service.front.protocol import Usage
 
 
 class RerankDocument(BaseModel):

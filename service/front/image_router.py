@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api import deps
-from service.api.dense_serving import shape_vectors
-from service.api.encoding import encode_vectors, json_response
-from service.api.image_protocol import OPENAPI_BODY, ImageResponse
-from service.api.image_serving import embed_images, read_image_request
+from service.front import deps
+from service.front.dense_serving import shape_vectors
+from service.front.encoding import encode_vectors, json_response
+from service.front.image_protocol import OPENAPI_BODY, ImageResponse
+from service.front.image_serving import embed_images, read_image_request
 
 router = APIRouter()
 

@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import envelope
 from service.errors import (
     InvalidInput,
     Overloaded,
@@ -23,6 +22,7 @@ from service.errors import (
     Unauthorized,
     Unavailable,
 )
+from service.front.errors import envelope
 from service.models.registry import ModelRegistry
 from service.ops.timing import PHASES
 from service.settings import Settings

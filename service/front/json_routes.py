@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.guard import read_body, replaying
+from service.front.guard import read_body, replaying
 
 
 @dataclass(frozen=True)

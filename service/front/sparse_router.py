@@ -6,12 +6,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api import deps
-from service.api.encoding import json_response, token_usage
-from service.api.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
-from service.api.inputs import INPUT, INPUTS, as_list, check_texts, texts_call, truncation
-from service.api.sparse_protocol import HybridRequest, HybridResponse, SparseRequest, SparseResponse
-from service.api.sparse_serving import embed_sparse, render
+from service.front import deps
+from service.front.encoding import json_response, token_usage
+from service.front.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
+from service.front.inputs import INPUT, INPUTS, as_list, check_texts, texts_call, truncation
+from service.front.sparse_protocol import (
+    HybridRequest,
+    HybridResponse,
+    SparseRequest,
+    SparseResponse,
+)
+from service.front.sparse_serving import embed_sparse, render
 
 router = APIRouter()
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.api import deps
+from service.front import deps
 from service.models.loaded import LoadedModel
 
 router = APIRouter(tags=["Operations"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api import deps
-from service.api.encoding import json_response, multi_vector_item
-from service.api.multimodal_protocol import MultimodalRequest, MultimodalResponse
-from service.api.multimodal_serving import embed_multimodal, read_multimodal_request
+from service.front import deps
+from service.front.encoding import json_response, multi_vector_item
+from service.front.multimodal_protocol import MultimodalRequest, MultimodalResponse
+from service.front.multimodal_serving import embed_multimodal, read_multimodal_request
 from service.models.kinds.multimodal import maxsim
 
 router = APIRouter()

@@ -10,8 +10,8 @@ from typing import Protocol
 
 from fastapi import Request
 
-from service.api import deps
 from service.errors import InvalidInput, PayloadTooLarge
+from service.front import deps
 from service.models.loaded import LoadedModel
 from service.settings import Settings
 

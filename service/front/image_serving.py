@@ -23,10 +23,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from service.api import inputs
-from service.api.image_fetch import FetchPolicy, fetch_image
-from service.api.image_protocol import EncodingFormat, ImageJsonRequest
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.front import inputs
+from service.front.image_fetch import FetchPolicy, fetch_image
+from service.front.image_protocol import EncodingFormat, ImageJsonRequest
 from service.models.kinds.dense import Vectors
 from service.models.kinds.image import prepare_images
 from service.models.loaded import LoadedModel

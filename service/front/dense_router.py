@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api import deps
-from service.api.dense_serving import embed, shape_vectors
-from service.api.encoding import encode_vectors, json_response, token_usage
-from service.api.inputs import check_count, check_texts, texts_call
-from service.api.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
 from service.errors import InvalidInput
+from service.front import deps
+from service.front.dense_serving import embed, shape_vectors
+from service.front.encoding import encode_vectors, json_response, token_usage
+from service.front.inputs import check_count, check_texts, texts_call
+from service.front.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
 
 router = APIRouter()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api.guard import OPERATIONS, WITHOUT_KEY
+from service.front.guard import OPERATIONS, WITHOUT_KEY
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "ErrorResponse",

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.api.dense_serving import embed as embed_dense
-from service.api.dense_serving import shape_vectors
-from service.api.encoding import encode_vectors
-from service.api.sparse_serving import embed_sparse, render
 from service.errors import InvalidInput
+from service.front.dense_serving import embed as embed_dense
+from service.front.dense_serving import shape_vectors
+from service.front.encoding import encode_vectors
+from service.front.sparse_serving import embed_sparse, render
 from service.models.kinds.encoded import InputType
 from service.models.loaded import LoadedModel
 
