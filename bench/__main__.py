@@ -22,8 +22,8 @@ import numpy as np
 
 from bench import corpus, gpu, inprocess, served
 from bench.report import save, say
-from service.models.runner import CPU
-from service.models.scaling import session_layout
+from service.engine.runner import CPU
+from service.engine.scaling import session_layout
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from bench import corpus, served
 from bench.report import save, say
-from service.models.runner import OnnxRunner, preload_cuda
+from service.engine.runner import OnnxRunner, preload_cuda
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", ROOT / "models" / "all-MiniLM-L6-v2"))

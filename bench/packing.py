@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from bench import corpus, inprocess
-from service.batching.batcher import BatchConfig
-from service.batching.formation import form_batch
-from service.models.runner import CPU
-from service.models.scaling import session_layout
+from service.engine.batcher import BatchConfig
+from service.engine.formation import form_batch
+from service.engine.runner import CPU
+from service.engine.scaling import session_layout
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

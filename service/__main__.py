@@ -13,7 +13,7 @@ def _serve(argv: Sequence[str]) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.models.scaling import available_cores
+    from service.engine.scaling import available_cores
     from service.ops.logs import configure_logging
     from service.ops.memory import limit_malloc_arenas, tune_malloc
     from service.ops.shutdown import DrainingServer

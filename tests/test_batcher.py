@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from service.engine import formation
 
-from service.batching import formation
-from service.batching.batcher import BatchConfig, Batcher
-from service.batching.formation import form_batch, full_batch_waiting, padded_cost
+from service.engine.batcher import BatchConfig, Batcher
+from service.engine.formation import form_batch, full_batch_waiting, padded_cost
 from service.errors import InferenceFailed, Overloaded, Unavailable
 from service.settings import Settings
 

@@ -11,7 +11,7 @@ import pytest
 
 import bench.__main__ as bench_main
 from bench import gpu, inprocess
-from service.models.runner import CPU, OnnxRunner
+from service.engine.runner import CPU, OnnxRunner
 from tests.tiny_models import WORDS
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from service.models.runner import OnnxRunner
+from service.engine.runner import OnnxRunner
 from tests import tiny_models
 from tests.conftest import serving
 

@@ -22,12 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.batching.batcher import BatchConfig, Batcher
-from service.models.buffers import PadBuffers, padded_width
-from service.models.kinds.dense import prepare_texts
-from service.models.registry import hub_options, load_model
-from service.models.runner import CPU, CUDA, OnnxRunner
-from service.models.scaling import (
+from service.engine.batcher import BatchConfig, Batcher
+from service.engine.buffers import PadBuffers, padded_width
+from service.engine.runner import CPU, CUDA, OnnxRunner
+from service.engine.scaling import (
     available_cores,
     batch_config,
     replica_count,
@@ -36,6 +34,8 @@ from service.models.scaling import (
     shape_grid,
     warmed_rows,
 )
+from service.models.kinds.dense import prepare_texts
+from service.models.registry import hub_options, load_model
 from service.models.store import resolve_reference
 from service.models.text import Encoded, pad_batch
 from service.settings import Settings
@@ -325,7 +325,7 @@ def test_adaptive_layout_only_where_auto_gives_one_cpu_session_of_several_thread
 
 
 def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("service.models.scaling.available_cores", lambda *_: 2)
+    monkeypatch.setattr("service.engine.scaling.available_cores", lambda *_: 2)
 
 
 def test_adaptive_sessions_share_one_copy_of_the_weights_and_agree(

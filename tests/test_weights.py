@@ -1,4 +1,4 @@
-"""service/models/weights.py reads an ONNX graph's initializers from the protobuf wire format
+"""service/engine/weights.py reads an ONNX graph's initializers from the protobuf wire format
 exactly as the `onnx` package does, and refuses what it does not read."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service.models.weights import Unreadable, read_initializers
+from service.engine.weights import Unreadable, read_initializers
 from tests import tiny_models
 
 RAW = {  # name -> array, stored as raw_data (what exporters write)

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.engine.runner import OnnxRunner
 from service.errors import InferenceFailed
 from service.models.catalogue import ModelSpec
-from service.models.runner import OnnxRunner
 from service.models.text import TextEncoder
 
 if TYPE_CHECKING:
-    from service.batching.batcher import Batcher
+    from service.engine.batcher import Batcher
     from service.models.kinds import KindHandler
 
 

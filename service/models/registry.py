@@ -7,16 +7,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.batching.batcher import BatchConfig, Batcher
+from service.engine import scaling
+from service.engine.batcher import BatchConfig, Batcher
+from service.engine.runner import CPU, CUDA, OnnxRunner, SharedWeights, choose_provider
+from service.engine.weights import Unreadable, read_initializers
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound
-from service.models import scaling
 from service.models.catalogue import ModelSpec, load_catalogue
 from service.models.kinds import KIND_HANDLERS, handler_for
 from service.models.loaded import LoadedModel
-from service.models.runner import CPU, CUDA, OnnxRunner, SharedWeights, choose_provider
 from service.models.store import HubOptions, model_directory, resolve_reference, with_variant
 from service.models.text import load_text_encoder
-from service.models.weights import Unreadable, read_initializers
 from service.ops.metrics import Metrics
 from service.settings import Settings
 
@@ -31,7 +31,7 @@ def hub_options(settings: Settings) -> HubOptions:
 
 def shared_weights(graph: Path) -> SharedWeights | None:
     """The graph's weights, once, for adaptive sessions; None (plain sessions) when they are
-    not in a layout service/models/weights.py reads."""
+    not in a layout service/engine/weights.py reads."""
     try:
         weights = SharedWeights(read_initializers(graph))
     except Unreadable as exc:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from service.models.buffers import PadBuffers
+from service.engine.buffers import PadBuffers
 from service.models.catalogue import ModelSpec
 from service.models.kinds import Feeds, KindHandler
 from service.models.kinds.encoded import InputType, with_lengths

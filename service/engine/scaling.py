@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.batching.batcher import BatchConfig
-from service.models.buffers import PadBuffers
+from service.engine.batcher import BatchConfig
+from service.engine.buffers import PadBuffers
+from service.engine.runner import CUDA
 from service.models.loaded import LoadedModel
-from service.models.runner import CUDA
 from service.models.text import Encoded
 from service.settings import Settings
 

@@ -65,7 +65,7 @@ def default_threads(replicas: int) -> int:
 
 class SharedWeights:
     """One copy of a graph's weights as ONNX Runtime values, for several sessions of the
-    same graph (service/models/weights.py). The arrays stay referenced here: ONNX Runtime
+    same graph (service/engine/weights.py). The arrays stay referenced here: ONNX Runtime
     reads CPU values in place, without a copy."""
 
     def __init__(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.batching.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting
+from service.engine.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting
 from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable
 from service.ops import timing
 
