@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.engine.loading import hub_options, load_model
 from service.errors import ModelLoadError
 from service.models.catalogue import Source, spec_from_dict
-from service.models.registry import hub_options, load_model
 from service.models.store import HubOptions, model_directory, resolve_reference
 from service.settings import Settings
 from tests import tiny_models
@@ -115,6 +115,7 @@ def test_a_converted_directory_may_hold_only_the_variant_it_serves(
     metadata = json.loads((directory / "service_model.json").read_text())
     metadata["variants"] = {"fp32": "model.onnx", "small": "model.small.onnx"}
     metadata["default_cpu"] = "small"
+    metadata["checks"] = {"small": {"min_cosine": 0.99995, "mean_cosine": 0.99999, "texts": 20}}
     (directory / "service_model.json").write_text(json.dumps(metadata))
     settings = Settings(models=[str(directory)])
     model = load_model(resolve_reference(str(directory), {}), settings, hub_options(settings))
@@ -126,6 +127,12 @@ def test_a_converted_directory_may_hold_only_the_variant_it_serves(
             Settings(models=[str(directory)], graph_variant="fp32"),
             hub_options(settings),
         )
+    # A recorded default that is not exact (dynamic int8 was, once) is not served by default:
+    # auto falls back to fp32, which this directory lacks.
+    metadata["checks"]["small"]["min_cosine"] = 0.9966
+    (directory / "service_model.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelLoadError, match=r"'fp32' is recorded but .*model\.onnx is missing"):
+        load_model(resolve_reference(str(directory), {}), settings, hub_options(settings))
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 from tests.prod_server import running
 from tests.test_shutdown import passages, vectors
 from tests.tiny_models import expected_dense
@@ -48,7 +48,6 @@ def test_bursts_far_over_capacity_get_quick_429s_and_bounded_memory(real_minilm:
     env = {
         "EMBED_MODELS": f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}",
         "EMBED_MAX_CONCURRENT_REQUESTS": "4",
-        "EMBED_GRAPH_VARIANT": "fp32",  # dynamic int8 vectors depend on batch companions
         "EMBED_LOG_LEVEL": "warning",
     }
     with running(env) as server:
@@ -83,7 +82,7 @@ def test_a_full_queue_answers_429_queue_full_and_recovers(
 ) -> None:
     body = {"model": "tiny/dense", "input": ["hello world", "red cat", "one two"]}
     with serving(models=[str(tiny_dense[0])], queue_max_items=4) as client:
-        model = client.app.state.registry.models["tiny/dense"]  # type: ignore[attr-defined]
+        model = engine_registry(client.app).models["tiny/dense"]  # type: ignore[attr-defined]
         gate = threading.Event()
         original = model.runners[0].run
         model.runners[0].run = lambda feeds: (gate.wait(10), original(feeds))[1]

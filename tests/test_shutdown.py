@@ -91,7 +91,6 @@ def test_sigterm_during_load_finishes_accepted_requests_and_exits_0(real_minilm:
     env = {
         "EMBED_MODELS": f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}",
         "EMBED_SHUTDOWN_TIMEOUT_S": "60",
-        "EMBED_GRAPH_VARIANT": "fp32",  # dynamic int8 vectors depend on batch companions
     }
     with running(env) as server:
         reference = vectors(

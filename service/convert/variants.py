@@ -2,15 +2,18 @@
 
 - optimized: ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization,
   SkipLayerNormalization, BiasGelu); numerically the same graph.
-- int8: dynamic per-channel int8 weights for the MatMuls and fused Attention nodes of the
-  optimized graph, after SmoothQuant-style migration of their inputs' outlier channels into
-  the weights (service/convert/smoothing.py, calibrated on the check texts), except the
-  feed-forward down-projections, whose GELU inputs lose too much even when smoothed.
+- int8: static int8 (QDQ) of the weighted MatMuls of the fp32 graph: per-channel int8
+  weights, and uint8 activations with scales calibrated once on the check texts, so a
+  vector never depends on what shares its batch (dynamic quantisation takes its scales over
+  the whole batch: vectors moved with other clients' traffic). Before it, SmoothQuant-style
+  migration of activation outliers into the weights (service/convert/smoothing.py). The
+  nodes that lose most are kept in fp32 (``sensitive_nodes``).
 - fp16: the optimized graph in float16 with float32 inputs and outputs, for GPUs.
 
 Each variant's agreement with fp32 (min and mean cosine of the pooled output over a varied
-check set) is recorded in service_model.json; a variant becomes the default only when its
-minimum cosine clears the floor.
+check set) is recorded in service_model.json. The default graph on each provider must give
+the model's own vectors (min cosine ``EXACT_COSINE``): fp32 on CPU, fp16 on GPU where it
+keeps that; int8 is only ever an opt-in (``NAME:int8`` or ``EMBED_GRAPH_VARIANT=int8``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-CPU_FLOOR = 0.99  # min cosine against fp32 for a CPU default
-GPU_FLOOR = 0.999
-ACTIVATIONS = {"Gelu", "BiasGelu", "FastGelu", "Relu", "QuickGelu"}
+from service.models.store import EXACT_COSINE
+
+SMOOTHING_ALPHA = 0.7  # static int8: best of 0.3-0.85 for MiniLM (docs/benchmarks)
+PASS_THROUGH = {"Add", "Reshape", "Transpose", "Cast", "Identity", "Squeeze", "Unsqueeze"}
 CHECK_TEXTS = [
     "hello world",
     "What is the capital of France?",
@@ -67,39 +71,93 @@ def optimize(source: Path, target: Path, config: dict[str, Any]) -> dict[str, in
 
 
 def sensitive_nodes(graph: Path) -> list[str]:
-    """MatMuls fed by an activation (feed-forward down-projections)."""
+    """Weighted MatMuls kept in fp32 by static int8, the ones that lost most when quantised
+    alone (MiniLM, each node on its own, docs/benchmarks/2026-12-02-cpu-2core-exact.md): the
+    feed-forward down-projections (weight K > N, GELU outputs: min cosine 0.95-0.99 each),
+    the first layer's up-projection (0.998) and the attention value projections (0.9996
+    each, six of them). What is left costs about 0.007 of cosine in all."""
     import onnx
 
     model = onnx.load(str(graph), load_external_data=False)
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    return [
-        node.name
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    weighted = [
+        node
         for node in model.graph.node
-        if node.op_type == "MatMul" and producers.get(node.input[0]) in ACTIVATIONS
+        if node.op_type == "MatMul" and len(shapes.get(node.input[1], ())) == 2
     ]
+    down = [n for n in weighted if shapes[n.input[1]][0] > shapes[n.input[1]][1]]
+    up = [n for n in weighted if shapes[n.input[1]][0] < shapes[n.input[1]][1]]
+    values = [n for n in weighted if _feeds_attention_values(model, n)]
+    return [n.name for n in [*down, *up[:1], *values]]
+
+
+def _feeds_attention_values(model: Any, node: Any) -> bool:
+    """The node's output reaches, through reshapes, transposes and bias adds only, the
+    second input of a MatMul whose first input is a Softmax's output (probabilities @ V)."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    frontier = [node.output[0]]
+    while frontier:
+        tensor = frontier.pop()
+        for user in consumers.get(tensor, []):
+            if user.op_type == "MatMul" and user.input[1] == tensor:
+                source = producers.get(user.input[0])
+                while source is not None and source.op_type in PASS_THROUGH | {"Dropout"}:
+                    source = producers.get(source.input[0])
+                if source is not None and source.op_type == "Softmax":
+                    return True
+            elif user.op_type in PASS_THROUGH:
+                frontier.extend(user.output[:1])
+    return False
 
 
 def quantize(source: Path, target: Path, texts: list[str], max_length: int = 256) -> int:
-    """Smooth, then quantise all but the sensitive nodes; the number of smoothed nodes."""
+    """Smooth, then statically quantise all but the sensitive nodes (activation scales
+    calibrated on `texts`, min-max); the number of nodes quantised."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
-    from service.convert.smoothing import smooth
+    from service.convert.smoothing import smooth, weighted_nodes
 
     excluded = sensitive_nodes(source)
-    names = graph_inputs(source)
-    feeds = check_batches(source.parent, names, texts, max_length=max_length)
-    smoothed, count = smooth(source, feeds, skip=set(excluded))
-    quantize_dynamic(
-        smoothed,
-        str(target),
-        op_types_to_quantize=["MatMul", "Attention"],
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_exclude=excluded,
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    return count
+    feeds = check_batches(source.parent, graph_inputs(source), texts, max_length=max_length)
+    smoothed, _ = smooth(source, feeds, skip=set(excluded), alpha=SMOOTHING_ALPHA)
+    staged = target.with_suffix(".smoothed.onnx")
+    onnx.save(smoothed, str(staged))
+
+    class Calibration(CalibrationDataReader):  # type: ignore[misc]  # untyped base class
+        def __init__(self) -> None:
+            self.batches = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    try:
+        quantize_static(
+            str(staged),
+            str(target),
+            Calibration(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    finally:
+        staged.unlink(missing_ok=True)
+    return sum(1 for node in weighted_nodes(smoothed) if node.name not in set(excluded))
 
 
 def graph_inputs(graph: Path) -> list[str]:
@@ -213,7 +271,7 @@ def add_variants(
                 "int8",
                 "model.int8.onnx",
                 lambda: quantize(
-                    directory / "model.opt.onnx", directory / "model.int8.onnx", texts, limit
+                    directory / "model.onnx", directory / "model.int8.onnx", texts, limit
                 ),
             )
         )
@@ -229,10 +287,19 @@ def add_variants(
         detail = build()
         variants[name] = filename
         found = agreement(directory, "model.onnx", filename, texts, limit)
-        checks[name] = {**found, "detail": detail}
-    metadata["default_cpu"] = best(checks, ("int8", "optimized"), CPU_FLOOR)
-    metadata["default_gpu"] = best(checks, ("fp16", "optimized"), GPU_FLOOR)
+        checks[name] = {**found, "detail": detail, "method": METHODS[name]}
+    # The exported graph on CPU (ONNX Runtime fuses it at load; the offline fusions measured
+    # 1.00-1.04x); on GPU the fastest graph that keeps the model's own vectors.
+    metadata["default_cpu"] = "fp32"
+    metadata["default_gpu"] = best(checks, ("fp16", "optimized"), EXACT_COSINE)
     return metadata
+
+
+METHODS = {
+    "optimized": "ONNX Runtime's transformer fusions, fp32",
+    "int8": "static int8 (QDQ): per-channel weights, calibrated activation scales",
+    "fp16": "float16 of the fused graph",
+}
 
 
 def best(checks: dict[str, Any], preference: tuple[str, ...], floor: float) -> str:

@@ -2,7 +2,10 @@
 
 A reference is a catalogue name (files fetched from the Hugging Face Hub into its cache),
 a local directory written by ``python -m service convert`` (it holds ``service_model.json``),
-or ``NAME@DIR``: a catalogue entry served from a local directory.
+or ``NAME@DIR``: a catalogue entry served from a local directory. Any of them may end in
+``:VARIANT`` (``fp32``, ``optimized``, ``int8``, ``fp16``): the graph that model is served
+with, over the ``graph_variant`` setting, so one process can serve int8 for one model and
+the exact graph for another.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+VARIANTS = ("auto", "fp32", "optimized", "int8", "fp16")
+
+
+def split_variant(reference: str) -> tuple[str, str | None]:
+    """``NAME:int8`` -> (``NAME``, ``int8``); a reference without a known variant suffix is
+    returned whole (a colon elsewhere stays part of the name or path)."""
+    name, colon, variant = reference.rpartition(":")
+    if colon and name and variant in VARIANTS:
+        return name, variant
+    return reference, None
 
 
 def resolve_reference(reference: str, catalogue: dict[str, ModelSpec]) -> ModelSpec:
@@ -128,6 +143,29 @@ def _download(
     return Path(path)
 
 
+EXACT_COSINE = 0.9999  # min cosine against fp32 for a graph served by default
+
+
+def exact_default(metadata: dict[str, Any], on_gpu: bool) -> str:
+    """The recorded default graph for the provider, if it gives the model's own vectors
+    (min cosine against fp32 at least EXACT_COSINE on the converter's check); else fp32. A
+    directory converted before defaults were exact may record dynamic int8 as its CPU
+    default: it is served fp32 unless int8 is asked for."""
+    default = str(metadata.get("default_gpu" if on_gpu else "default_cpu", "fp32"))
+    check = metadata.get("checks", {}).get(default)
+    if default == "fp32" or (check is not None and check["min_cosine"] >= EXACT_COSINE):
+        return default
+    return "fp32"
+
+
+def variant_check(directory: Path, variant: str) -> dict[str, Any]:
+    """What the converter measured of a graph variant against fp32 (empty for fp32 itself
+    or a directory without the record)."""
+    checks = (read_metadata(directory) or {}).get("checks", {})
+    found = checks.get(variant, {})
+    return {k: found[k] for k in ("min_cosine", "mean_cosine", "texts", "method") if k in found}
+
+
 def with_variant(
     spec: ModelSpec, directory: Path, variant: str, on_gpu: bool
 ) -> tuple[ModelSpec, str]:
@@ -137,7 +175,7 @@ def with_variant(
         return spec, "original"
     variants: dict[str, str] = metadata["variants"]
     if variant == "auto":
-        variant = metadata.get("default_gpu" if on_gpu else "default_cpu", "fp32")
+        variant = exact_default(metadata, on_gpu)
     if variant not in variants:
         raise ModelLoadError(
             f"model {spec.name!r}: graph variant {variant!r} not in {directory} "
