@@ -1,5 +1,10 @@
 """Command line: `python -m service [serve] [--host H] [--port P] [--model M ...]` and
-`python -m service convert SOURCE OUT [options]`."""
+`python -m service convert SOURCE OUT [options]`.
+
+`serve` runs one process (``EMBED_WORKERS=1``), or a supervisor with several
+request-handling processes and one engine process (docs/scaling.md); the supervisor starts
+those as `python -m service _front ...` and `python -m service _engine ...`, internal
+commands that take the same serve arguments."""
 
 from __future__ import annotations
 
@@ -7,16 +12,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 
-def _serve(argv: Sequence[str]) -> int:
-    import uvicorn
-
-    from service.app import create_app
+def _settings(argv: Sequence[str]) -> Settings:
+    """The settings, with the serve command's flags over the environment; logging and
+    glibc's allocator configured from them (every process of the service does this)."""
     from service.engine.scaling import available_cores
     from service.ops.logs import configure_logging
     from service.ops.memory import limit_malloc_arenas, tune_malloc
-    from service.ops.shutdown import DrainingServer
     from service.settings import Settings
 
     parser = argparse.ArgumentParser(prog="python -m service", description="Run the service.")
@@ -29,12 +37,32 @@ def _serve(argv: Sequence[str]) -> int:
         help="model to serve; repeat for several (EMBED_MODELS, comma separated)",
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--workers", type=int, help="request-handling processes (EMBED_WORKERS; 0: auto)"
+    )
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     tune_malloc(settings.malloc_mmap_threshold, settings.malloc_trim_threshold)
     limit_malloc_arenas(settings.malloc_arena_max or available_cores())
+    return settings
+
+
+def _serve(argv: Sequence[str]) -> int:
+    settings = _settings(argv)
+    from service.launch.workers import worker_count
+
+    workers = worker_count(settings)
+    if workers > 1:
+        from service.launch.supervisor import Supervisor
+
+        return Supervisor(settings, list(argv), workers).run()
+    import uvicorn
+
+    from service.app import create_app
+    from service.ops.shutdown import DrainingServer
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -48,6 +76,30 @@ def _serve(argv: Sequence[str]) -> int:
     return 0
 
 
+def _child(role: str, argv: Sequence[str]) -> int:
+    """A process the supervisor started: `_engine` or `_front`."""
+    from service.launch.children import follow_parent
+
+    parser = argparse.ArgumentParser(prog=f"python -m service {role}", add_help=False)
+    parser.add_argument("--runtime", type=Path, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--fd", type=int)
+    own, rest = parser.parse_known_args(argv)
+    follow_parent(own.parent)
+    settings = _settings(rest)
+    if role == "_engine":
+        import uvloop
+
+        from service.engine.main import run_engine
+
+        uvloop.run(run_engine(settings, str(own.runtime / "engine.sock")))
+        return 0
+    from service.front.process import run_front
+
+    run_front(settings, own.runtime, own.fd)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "convert":
@@ -55,8 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return convert_main(args[1:])
     if args and args[0] == "settings":
-        from pathlib import Path
-
         from service.ops.settings_doc import rewrite, table
 
         if args[1:] == ["--write-readme"]:
@@ -65,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(table())
         return 0
+    if args and args[0] in ("_engine", "_front"):
+        return _child(args[0], args[1:])
     if args and args[0] == "serve":
         args = args[1:]
     return _serve(args)

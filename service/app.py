@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from service.engine.loading import load_all, stop_all
 from service.front import (
     dense_router,
     errors,
@@ -22,6 +23,7 @@ from service.front import (
     sparse_router,
 )
 from service.front.deps import ClientGone, client_gone_response
+from service.front.engine_link import EngineLink
 from service.front.json_routes import JsonRoutes, json_routes
 from service.front.middleware import RequestContext
 from service.models.registry import ModelRegistry
@@ -42,9 +44,15 @@ ROUTERS = (
 )
 
 
-def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
-    """Build the app. Models load in the background after start-up (GET /ready says when);
-    tests may pass a registry that is already filled."""
+def create_app(
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+    engine_socket: str | None = None,
+) -> FastAPI:
+    """Build the app. In one process (the default) the models load in the background after
+    start-up (GET /ready says when) and the engine runs in this process; with `engine_socket`
+    (a request-handling process of the multi-process mode) the models are the engine
+    process's, reached through that socket. Tests may pass a registry already filled."""
     settings = settings or Settings()
     metrics = Metrics()
     preloaded = registry is not None
@@ -52,17 +60,20 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = None
-        if not preloaded:
-            loading = asyncio.create_task(registry.load_all(settings, metrics))
+        task = None
+        if engine_socket is not None:
+            link = EngineLink(engine_socket, registry, metrics, settings.request_timeout_s)
+            task = asyncio.create_task(link.run())
+        elif not preloaded:
+            task = asyncio.create_task(load_all(registry, settings, metrics))
         try:
             yield
         finally:
             registry.draining = True
-            if loading is not None:
-                loading.cancel()
-                await asyncio.gather(loading, return_exceptions=True)
-            await registry.stop()
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await stop_all(registry)
 
     app = FastAPI(
         title="Embedding service",

@@ -83,3 +83,27 @@ class InferenceFailed(ServiceError):
 
 class ModelLoadError(Exception):
     """A model could not be fetched or loaded at start-up (not an HTTP error)."""
+
+
+def timed_out(model: str, seconds: float) -> Unavailable:
+    """A request that waited longer than request_timeout_s for its inference."""
+    return Unavailable(
+        f"inference on {model!r} took longer than {seconds:g}s; the service is overloaded",
+        code="timeout",
+    )
+
+
+def rebuild(
+    name: str, message: str, code: str | None, param: str | None, headers: dict[str, str]
+) -> ServiceError:
+    """An error the engine process reported, as the class it was raised as there."""
+    classes = {cls.__name__: cls for cls in _subclasses(ServiceError)}
+    cls = classes.get(name, ServiceError)
+    return cls(message, code=code, param=param, headers=headers)
+
+
+def _subclasses(cls: type[ServiceError]) -> list[type[ServiceError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found

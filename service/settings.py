@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     """TCP port to listen on."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the service's JSON logs."""
+    workers: int = Field(0, ge=0)
+    """Request-handling processes (HTTP, validation, tokenization, JSON) on the one port, all
+    feeding one engine process that owns the models' sessions and batchers (docs/scaling.md).
+    1: one process doing both, as before. 0: 1 on CPU (inference needs the cores there:
+    2 workers served MiniLM less at 32 clients on 2 cores), and on a GPU one per 2 cores the
+    process may use, 2 to 8."""
 
     # --- models --------------------------------------------------------------------------
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL])

@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.models.registry import ModelRegistry
 from service.settings import Settings
-from tests import tiny_models
+from tests import engine_mode, tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
@@ -46,11 +47,29 @@ def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
 
 @contextmanager
 def serving(**settings: Any) -> Iterator[TestClient]:
-    """An in-process app (lifespan included) with the given settings, ready to call."""
-    app = create_app(Settings(**settings))
-    with TestClient(app) as client:
-        wait_ready(client)
-        yield client
+    """An in-process app (lifespan included) with the given settings, ready to call. With
+    EMBED_TEST_ENGINE=1 the models live in an engine behind a Unix socket, as in the
+    multi-process mode (tests/engine_mode.py)."""
+    chosen = Settings(**settings)
+    if not engine_mode.ENABLED:
+        app = create_app(chosen)
+        with TestClient(app) as client:
+            wait_ready(client)
+            yield client
+        return
+    with engine_mode.engine_thread(chosen) as (path, engine_registry):
+        app = create_app(chosen, engine_socket=path)
+        app.state.engine_registry = engine_registry
+        with TestClient(app) as client:
+            wait_ready(client)
+            yield client
+
+
+def engine_registry(app: Any) -> ModelRegistry:
+    """The registry that holds the models' sessions and batchers: the app's own in one
+    process, the engine's in the engine mode."""
+    registry: ModelRegistry = getattr(app.state, "engine_registry", app.state.registry)
+    return registry
 
 
 @pytest.fixture
@@ -78,3 +97,13 @@ def real_minilm() -> Path:
 
 
 TextCheck = Callable[[str], None]
+
+
+def metric(client: TestClient, line_start: str) -> float:
+    """The value of the /metrics sample whose line starts with `line_start` (0 when absent):
+    tests compare values before and after, since in the engine mode a test process's
+    metrics outlive its apps."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from service.engine import formation
 
+from service.engine import formation
 from service.engine.batcher import BatchConfig, Batcher
 from service.engine.formation import form_batch, full_batch_waiting, padded_cost
 from service.errors import InferenceFailed, Overloaded, Unavailable

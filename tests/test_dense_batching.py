@@ -13,7 +13,7 @@ import numpy as np
 
 from service.engine.runner import OnnxRunner
 from tests import tiny_models
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 
 
 class RecordingRunner:
@@ -42,7 +42,7 @@ def test_concurrent_http_requests_are_served_in_fewer_inference_calls(
     directory, table = tiny_dense
     texts = [f"{WORDS[i % 20]} {WORDS[(i * 7) % 20]}" for i in range(24)]
     with serving(models=[str(directory)], max_wait_ms=20) as client:
-        model = client.app.state.registry.models["tiny/dense"]  # type: ignore[attr-defined]
+        model = engine_registry(client.app).models["tiny/dense"]  # type: ignore[attr-defined]
         recorder = RecordingRunner(model.runners[0], delay=0.05)
         model.runners[0] = recorder
 

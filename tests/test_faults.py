@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.models.loaded import LoadedModel
 from service.settings import Settings
-from tests.conftest import wait_ready
+from tests.conftest import engine_registry, wait_ready
 from tests.tiny_models import expected_dense
 
 SECRET = "/srv/secret/path.onnx exploded"
@@ -60,7 +60,7 @@ def service(tiny_dense: tuple[Path, np.ndarray], **settings: Any) -> Iterator[Te
 
 
 def model_of(client: TestClient) -> LoadedModel:
-    model: LoadedModel = client.app.state.registry.models["tiny/dense"]  # type: ignore[attr-defined]
+    model: LoadedModel = engine_registry(client.app).models["tiny/dense"]  # type: ignore[attr-defined]
     return model
 
 

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.front.guard import declared_length, key_matches
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 from tests.envelope import error_of
 from tests.tiny_models import expected_dense
 
@@ -107,7 +107,7 @@ def test_body_over_the_limit_is_413_before_reading(tiny_dense: tuple[Path, np.nd
 
 def test_too_many_concurrent_requests_get_429(tiny_dense: tuple[Path, np.ndarray]) -> None:
     with serving(models=[str(tiny_dense[0])], max_concurrent_requests=2) as client:
-        model = client.app.state.registry.models["tiny/dense"]
+        model = engine_registry(client.app).models["tiny/dense"]
         gate = threading.Event()
         original = model.runners[0].run
 
@@ -148,7 +148,7 @@ def test_draining_refuses_new_work_but_not_probes(tiny_client: TestClient) -> No
 
 
 def test_timing_headers(tiny_client: TestClient) -> None:
-    model = tiny_client.app.state.registry.models["tiny/dense"]
+    model = engine_registry(tiny_client.app).models["tiny/dense"]
     original = model.runners[0].run
 
     def slow(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

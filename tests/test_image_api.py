@@ -315,6 +315,7 @@ def read_response(sock: socket.socket) -> str:
 def test_concurrent_image_requests_share_one_batch(tiny_clip) -> None:
     """Two requests prepared at the same time are merged into one inference batch, and each
     gets its own vectors back (PyTorch's, in its order)."""
+    from service.engine.loading import load_all, stop_all
     from service.front.image_serving import embed_images
     from service.models.registry import ModelRegistry
     from service.ops.metrics import Metrics
@@ -327,7 +328,7 @@ def test_concurrent_image_requests_share_one_batch(tiny_clip) -> None:
 
     async def run() -> tuple[int, np.ndarray, np.ndarray]:
         registry = ModelRegistry()
-        await registry.load_all(settings, Metrics())
+        await load_all(registry, settings, Metrics())
         model = registry.get(VISION, ("image",))
         assert model.batcher is not None
         before = model.batcher.batches_run
@@ -337,7 +338,7 @@ def test_concurrent_image_requests_share_one_batch(tiny_clip) -> None:
             )
             return model.batcher.batches_run - before, a, b
         finally:
-            await registry.stop()
+            await stop_all(registry)
 
     batches, a, b = asyncio.run(run())
     assert batches == 1

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.models.kinds import late
 from tests import late_models as lm
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 
 MODEL = "tiny/colbert"
 V = lm.bert_vocab()
@@ -74,7 +74,7 @@ def test_converter_records_colbert_rules(colbert: lm.Built) -> None:
 
 
 def test_token_rules_are_exact(client: TestClient) -> None:
-    model = client.app.state.registry.models[MODEL]  # type: ignore[attr-defined]
+    model = engine_registry(client.app).models[MODEL]  # type: ignore[attr-defined]
     (_, short), (_, long) = late.prepare(
         model, ["Hello world", "one two three four five six"], "query", True
     )

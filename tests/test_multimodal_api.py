@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests import colpali_models as cp
 from tests import image_models
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 
 MODEL = "tiny/colpali"
 
@@ -60,7 +60,7 @@ def test_export_recorded_the_prompt_layout_and_its_error(tiny_colpali) -> None:
 def test_prompt_token_layout_is_exact(client: TestClient) -> None:
     from service.models.kinds.multimodal import image_ids, query_ids
 
-    model = client.app.state.registry.get(MODEL, ("multimodal",))  # type: ignore[attr-defined]
+    model = engine_registry(client.app).get(MODEL, ("multimodal",))  # type: ignore[attr-defined]
     assert query_ids(model, "red cat").tolist() == expected_query_ids("red cat")
     assert image_ids(model).tolist() == expected_page_ids()
 
@@ -164,7 +164,7 @@ def test_a_batch_with_queries_before_pages_is_reordered(client: TestClient, tiny
     page's features. One batch, run directly on the model: [query, page, query, page]."""
     from service.models.kinds.multimodal import prepare_pages, prepare_queries
 
-    model = client.app.state.registry.get(MODEL, ("multimodal",))  # type: ignore[attr-defined]
+    model = engine_registry(client.app).get(MODEL, ("multimodal",))  # type: ignore[attr-defined]
     samples = image_models.sample_images()
     pages = [samples["rgb_37x53"], samples["grey_7x301"]]
     queries = prepare_queries(model, ["red cat", "a page"])

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests import late_models as lm
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 
 BERT, XLMR = "tiny/bert-reranker", "tiny/xlmr-reranker"
 BV, XV = lm.bert_vocab(), lm.xlmr_vocab()
@@ -150,7 +150,7 @@ def test_long_documents_are_cut_on_the_document_side(
 
 
 def test_each_pair_is_one_batch_item(client: TestClient) -> None:
-    model = client.app.state.registry.models[BERT]  # type: ignore[attr-defined]
+    model = engine_registry(client.app).models[BERT]  # type: ignore[attr-defined]
     documents = [f"{a} {b}" for a in lm.WORDS[:6] for b in lm.WORDS[6:11]]  # 30 pairs
     before = model.batcher.batches_run
     body = client.post("/rerank", json={"model": BERT, "query": QUERY, "documents": documents})

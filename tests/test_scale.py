@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.engine.batcher import BatchConfig, Batcher
 from service.engine.buffers import PadBuffers, padded_width
+from service.engine.loading import hub_options, load_model
 from service.engine.runner import CPU, CUDA, OnnxRunner
 from service.engine.scaling import (
     available_cores,
@@ -35,12 +36,11 @@ from service.engine.scaling import (
     warmed_rows,
 )
 from service.models.kinds.dense import prepare_texts
-from service.models.registry import hub_options, load_model
 from service.models.store import resolve_reference
 from service.models.text import Encoded, pad_batch
 from service.settings import Settings
 from tests import tiny_models
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 
 
 def encoded(rng: np.random.Generator, n: int, longest: int, types: bool = False) -> list[Encoded]:
@@ -381,7 +381,7 @@ def test_served_adaptive_sessions_report_their_threads_and_serve_solo_then_side_
         threads_run.clear()  # the warm-up runs
         state = client.get("/ready").json()["models"]["tiny/dense"]
         lone = client.post("/embed/dense", json={"inputs": ["hello world"]})
-        batcher = client.app.state.registry.models["tiny/dense"].batcher  # type: ignore[attr-defined]
+        batcher = engine_registry(client.app).models["tiny/dense"].batcher  # type: ignore[attr-defined]
         solo_after_lone = batcher.solo_batches
         texts = [f"{a} {b}" for a in tiny_models.WORDS[4:12] for b in ("cat", "dog")]
         with ThreadPoolExecutor(8) as pool:

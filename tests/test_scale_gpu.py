@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 
 from service.convert.export import ExportRequest, export
+from service.engine.loading import hub_options, load_model
 from service.engine.runner import CUDA, OnnxRunner
 from service.engine.scaling import batch_config, shape_grid
-from service.models.registry import hub_options, load_model
 from service.models.store import resolve_reference
 from service.settings import Settings
 from tests import scale_models, tiny_models

@@ -24,11 +24,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.engine.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting
-from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable
+from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable, timed_out
 from service.ops import timing
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class _Request:
     future: asyncio.Future[list[Any]]
     results: list[Any]
     remaining: int
+    items: list[_Item] = field(default_factory=list)
 
     def deliver(self, index: int, result: Any) -> None:
         if self.future.done():
@@ -126,14 +127,13 @@ class _Dispatch:
     watchdog: asyncio.TimerHandle | None = None
 
 
-def _record_timings(items: Sequence[_Item]) -> float:
-    """The request's queue wait (until its last batch started) and inference (from its first
-    batch's start to its end), for the response's timing headers; returns the wait."""
+def request_timings(request: _Request) -> tuple[float, float]:
+    """A finished request's queue wait (until its last batch started) and inference (from its
+    first batch's start until now), for the response's timing headers."""
+    items = request.items
     first = min(item.started for item in items)
     wait = max(item.started for item in items) - items[0].enqueued
-    timing.add("queue", wait)
-    timing.add("inference", time.perf_counter() - first)
-    return wait
+    return wait, time.perf_counter() - first
 
 
 class Batcher:
@@ -220,17 +220,33 @@ class Batcher:
         """
         self._preparing += 1
         try:
-            started = time.perf_counter()
-            items = await asyncio.to_thread(prepare)
-            self._observer.tokenized(time.perf_counter() - started)
-            timing.add("tokenize", time.perf_counter() - started)
+            items = await timing.prepared(prepare, self._observer.tokenized)
         finally:
             self._preparing -= 1
         return await self.enqueue(items)
 
     async def enqueue(self, items: Sequence[tuple[int, Any]]) -> list[Any]:
+        """Queue prepared items and wait for their results (at most ``timeout_s``)."""
         if not items:
             return []
+        request = self.accept(items)
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                results = await request.future
+            wait, inference = self.finished(request)
+            timing.add("queue", wait)
+            timing.add("inference", inference)
+            return results
+        except TimeoutError:
+            self._observer.rejected("timeout")
+            raise timed_out(self.name, self.config.timeout_s) from None
+        finally:
+            self.forget(request)
+
+    def accept(self, items: Sequence[tuple[int, Any]]) -> _Request:
+        """Queue a request's prepared items at once (no waiting): its future resolves to one
+        result per item. Raises Overloaded (429) when the queue is full. The engine process
+        calls this for the requests other processes send it."""
         if len(self._queue) + len(items) > self.config.queue_max_items:
             self._observer.rejected("queue_full")
             raise Overloaded(
@@ -240,32 +256,30 @@ class Batcher:
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), [None] * len(items), len(items))
         now = time.perf_counter()
-        queued = [
+        request.items = [
             _Item(length, payload, request, index, now)
             for index, (length, payload) in enumerate(items)
         ]
-        self._queue.extend(queued)
+        self._queue.extend(request.items)
         self._observer.queue_depth(len(self._queue))
         assert self._wakeup is not None, "batcher not started"
         self._wakeup.set()
-        try:
-            async with asyncio.timeout(self.config.timeout_s):
-                results = await request.future
-            self._observer.waited(_record_timings(queued))
-            return results
-        except TimeoutError:
-            self._observer.rejected("timeout")
-            raise Unavailable(
-                f"inference on {self.name!r} took longer than {self.config.timeout_s:g}s; "
-                "the service is overloaded",
-                code="timeout",
-            ) from None
-        finally:
-            if not request.future.done():
-                request.future.cancel()  # the batcher drops its items before inference
-                self._gone_waiting = True
-            elif not request.future.cancelled():
-                request.future.exception()  # mark a batch failure as seen
+        return request
+
+    def finished(self, request: _Request) -> tuple[float, float]:
+        """A request answered: observe its queue wait; its (wait, inference) seconds."""
+        wait, inference = request_timings(request)
+        self._observer.waited(wait)
+        return wait, inference
+
+    def forget(self, request: _Request) -> None:
+        """The caller no longer waits (answered, gone or timed out): a request still pending
+        is cancelled, and its items are dropped before they cost inference."""
+        if not request.future.done():
+            request.future.cancel()
+            self._gone_waiting = True
+        elif not request.future.cancelled():
+            request.future.exception()  # mark a batch failure as seen
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(len(self._queue) / max(self.config.max_items, 1) * 0.05))

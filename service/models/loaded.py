@@ -1,22 +1,33 @@
-"""A model ready to serve: its spec, files, tokenizer, sessions and batcher."""
+"""A model ready to serve: its spec, files, tokenizer, resources, and (in the engine) its
+sessions; its batcher is the engine's, or a request-handling process's link to it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from service.engine.runner import OnnxRunner
 from service.errors import InferenceFailed
 from service.models.catalogue import ModelSpec
-from service.models.text import TextEncoder
+from service.models.text import TextEncoder, load_text_encoder
 
 if TYPE_CHECKING:
-    from service.engine.batcher import Batcher
+    from service.engine.runner import OnnxRunner
     from service.models.kinds import KindHandler
+
+
+class Batched(Protocol):
+    """What the serving code needs of a model's batcher: the engine's own (service/engine/
+    batcher.py) in one process, or the link to the engine process of the multi-process mode
+    (service/front/engine_link.py)."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def submit(self, prepare: Callable[[], Sequence[tuple[int, Any]]]) -> list[Any]: ...
 
 
 @dataclass
@@ -29,15 +40,13 @@ class LoadedModel:
     solo: bool = False  # adaptive sessions: runners[0] on all threads, the rest on one each
     resources: Any = None
     variant: str = "original"
-    batcher: Batcher | None = None
+    provider: str = "none"  # the ONNX Runtime provider of its sessions ("none": no session)
+    session_threads: tuple[int, ...] = ()  # threads of each session (replicas, adaptive)
+    batcher: Batched | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def provider(self) -> str:
-        return self.runners[0].provider if self.runners else "none"
 
     @property
     def encoder(self) -> TextEncoder:
@@ -57,3 +66,14 @@ class LoadedModel:
                     f"model {self.name!r} produced NaN or infinite values for this batch"
                 )
         return self.handler.postprocess(self, outputs, feeds, payloads)
+
+
+def open_model(spec: ModelSpec, directory: Path, handler: KindHandler) -> LoadedModel:
+    """A model's tokenizer and resources, without sessions: what a request-handling process
+    needs to prepare requests; the engine adds the sessions (service/engine/loading.py)."""
+    model = LoadedModel(spec=spec, directory=directory, handler=handler)
+    if handler.needs_text:
+        model.text = load_text_encoder(directory, spec.max_length)
+    if handler.load_resources is not None:
+        model.resources = handler.load_resources(spec, directory)
+    return model

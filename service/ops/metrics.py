@@ -1,8 +1,20 @@
-"""Prometheus metrics: one registry per app, one family prefix, durations in seconds."""
+"""Prometheus metrics: one registry per app, one family prefix, durations in seconds.
+
+In the multi-process mode (``EMBED_WORKERS`` above 1) the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` for its processes: prometheus-client then keeps every value in
+a file per process there, and any request-handling process's ``/metrics`` sums them over all
+processes, the engine's included (prometheus-client's multiprocess mode). Counters of a
+process that died stay counted; the queue depth gauge counts live processes only.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 PREFIX = "embed"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -60,7 +72,11 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            f"{PREFIX}_queue_depth", "Inputs waiting for a batch", ["model"], registry=r
+            f"{PREFIX}_queue_depth",
+            "Inputs waiting for a batch",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter(
             f"{PREFIX}_rejected", "Requests refused by the batcher", ["model", "reason"], registry=r
@@ -76,7 +92,12 @@ class Metrics:
         return ModelObserver(self, model)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        directory = os.environ.get(MULTIPROCESS_DIR)
+        if not directory:
+            return generate_latest(self.registry)
+        collected = CollectorRegistry()
+        MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]  # untyped
+        return generate_latest(collected)
 
 
 class ModelObserver:

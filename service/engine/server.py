@@ -1,0 +1,148 @@
+"""The engine's side of the Unix socket: requests from every request-handling process into
+the models' batchers, one frame each way per request.
+
+A request-handling process sends ``("submit", id, model, items)`` with items already
+prepared (token ids, pixels) and ``("cancel", id)`` when its caller went away or timed out;
+the engine answers ``("done", id, results, queue_seconds, inference_seconds)`` or
+``("error", id, error_class, message, code, param, headers)``, and sends ``("status",
+status)`` on connecting and whenever the models' state changes. Replies produced in one turn
+of the event loop (a batch's worth) leave in one write. A connection that closes cancels its
+requests: their items are dropped before they cost inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from service.engine.batcher import Batcher, _Request
+from service.errors import ServiceError, Unavailable
+from service.models.registry import ModelRegistry
+from service.wire.connection import FramedProtocol
+
+log = logging.getLogger(__name__)
+
+
+def model_status(registry: ModelRegistry) -> dict[str, Any]:
+    """What a request-handling process needs to serve the models: each one's final spec
+    (variant applied), directory and sessions, and whether all are ready."""
+    return {
+        "ready": registry.ready,
+        "error": registry.error,
+        "expected": registry.expected,
+        "models": {
+            name: {
+                "spec": model.spec,
+                "directory": str(model.directory),
+                "variant": model.variant,
+                "provider": model.provider,
+                "session_threads": model.session_threads,
+                "alive": model.batcher is None or model.batcher.alive,
+            }
+            for name, model in registry.models.items()
+        },
+    }
+
+
+class EngineServer:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.connections: set[EngineConnection] = set()
+        self._last_status: dict[str, Any] | None = None
+
+    async def serve(self, path: str) -> asyncio.AbstractServer:
+        loop = asyncio.get_running_loop()
+        return await loop.create_unix_server(lambda: EngineConnection(self), path)
+
+    def close(self) -> None:
+        """Close every connection (stopping: their requests are cancelled)."""
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+
+    def status(self) -> dict[str, Any]:
+        return model_status(self.registry)
+
+    def publish(self) -> None:
+        """Send the status to every process when it changed (call after loading, and from
+        a watcher that notices a batcher's death)."""
+        status = self.status()
+        comparable = {k: v for k, v in status.items() if k != "models"} | {
+            "models": {n: (m["alive"], m["variant"]) for n, m in status["models"].items()}
+        }
+        if comparable == self._last_status:
+            return
+        self._last_status = comparable
+        for connection in list(self.connections):
+            connection.send(("status", status))
+
+
+class EngineConnection(FramedProtocol):
+    """One request-handling process."""
+
+    def __init__(self, server: EngineServer) -> None:
+        super().__init__()
+        self.server = server
+        self.pending: dict[int, tuple[Batcher, _Request]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.connections.add(self)
+        self.send(("status", self.server.status()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.server.connections.discard(self)
+        for batcher, request in self.pending.values():
+            batcher.forget(request)
+        self.pending.clear()
+
+    def received(self, message: Any) -> None:
+        if message[0] == "submit":
+            self.submit(*message[1:])
+        elif message[0] == "cancel":
+            found = self.pending.pop(message[1], None)
+            if found is not None:
+                found[0].forget(found[1])
+
+    def submit(self, rid: int, name: str, items: list[tuple[int, Any]]) -> None:
+        model = self.server.registry.models.get(name)
+        batcher = model.batcher if model is not None else None
+        if not isinstance(batcher, Batcher):
+            self.fail(rid, Unavailable(f"model {name!r} is not loaded in the engine"))
+            return
+        try:
+            request = batcher.accept(items)
+        except ServiceError as error:
+            self.fail(rid, error)
+            return
+        self.pending[rid] = (batcher, request)
+        request.future.add_done_callback(functools.partial(self.answer, rid, batcher, request))
+
+    def answer(self, rid: int, batcher: Batcher, request: _Request, _: object) -> None:
+        if self.pending.pop(rid, None) is None or request.future.cancelled():
+            return  # cancelled by its process, or its connection closed
+        error = request.future.exception()
+        if error is None:
+            wait, inference = batcher.finished(request)
+            self.send(("done", rid, request.future.result(), wait, inference))
+        elif isinstance(error, ServiceError):
+            self.fail(rid, error)
+        else:  # the batcher turns inference errors into ServiceErrors; anything else is a bug
+            log.error("request %d failed in the engine", rid, exc_info=error)
+            self.fail(rid, Unavailable("the engine failed this request"))
+
+    def fail(self, rid: int, error: ServiceError) -> None:
+        self.send(
+            (
+                "error",
+                rid,
+                type(error).__name__,
+                error.message,
+                error.code,
+                error.param,
+                error.headers,
+            )
+        )

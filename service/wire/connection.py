@@ -1,0 +1,47 @@
+"""One end of a framed Unix-socket connection (service/wire/frames.py): messages in, handed
+to ``received``; messages out, coalesced so that those sent in one turn of the event loop
+leave in one write."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from service.wire.frames import FrameReader, encode
+
+
+class FramedProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self._reader = FrameReader()
+        self._outgoing: list[bytes | memoryview] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._outgoing.clear()
+
+    def data_received(self, data: bytes) -> None:
+        for message in self._reader.feed(data):
+            self.received(message)
+
+    def received(self, message: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, message: Any) -> None:
+        if self.transport is None:
+            return
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.extend(encode(message))
+
+    def _flush(self) -> None:
+        pieces, self._outgoing = self._outgoing, []
+        if self.transport is not None and pieces:
+            self.transport.writelines(pieces)
