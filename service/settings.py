@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     """Most inputs (texts, images, documents) in one request; more get 400."""
     max_input_chars: int = Field(100_000, ge=1)
     """Longest text input in characters; longer gets 413."""
+    max_chunked_tokens: int = Field(131_072, ge=1)
+    """Most tokens one request with `chunking` (/embed/dense, /embed/sparse) may send to the
+    model: all its chunks together, special tokens, prefixes and overlaps included (late
+    chunking: its windows); more get 413 before anything is queued. 131072 is 512 chunks of
+    MiniLM's 256 tokens (docs/long-documents.md)."""
 
     # --- production: security, request limits, shutdown (issue 8, docs/production.md) --------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
