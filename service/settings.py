@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     """Serve /metrics without an API key even when api_keys is set (for in-cluster scraping)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed by CORS, comma separated (`*` for any); empty: CORS off."""
+    ui: bool = True
+    """Serve the try-it page at / (its static files under /ui/). The page and its files need no
+    API key and hold no data; the API calls it makes do, with the key typed into the page
+    (docs/try-it.md). false: / and /ui/ answer 404."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest request body in bytes; larger gets 413 before it is read."""
     max_concurrent_requests: int = Field(default=256, ge=1)
