@@ -179,3 +179,12 @@ def test_the_page_is_off_with_the_setting(tiny_dense: tuple[Path, np.ndarray]) -
             assert response.status_code == 404
             assert json.loads(response.text)["error"]["code"] is not None
         assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_with_the_page_off_its_paths_need_the_key_like_any_other(
+    tiny_dense: tuple[Path, np.ndarray],
+) -> None:
+    with serving(models=[str(tiny_dense[0])], ui=False, api_keys=KEY) as client:
+        assert client.get("/").status_code == 401
+        assert client.get("/ui/app.js").status_code == 401
+        assert client.get("/", headers={"authorization": f"Bearer {KEY}"}).status_code == 404
