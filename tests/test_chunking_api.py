@@ -204,12 +204,13 @@ def test_tokens_and_chunks_over_the_limits_get_413(tiny_dense: tuple[Path, np.nd
         )
 
 
-class RecordingRunner:
-    """Wraps a real session: records the rows of each batch, holding each call for `delay`."""
+class GatedRunner:
+    """Wraps a real session: records the rows of each batch; every call waits for the gate."""
 
-    def __init__(self, inner: Any, delay: float) -> None:
-        self.inner, self.delay, self.provider = inner, delay, inner.provider
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.provider = inner, inner.provider
         self.batches: list[list[list[int]]] = []
+        self.gate = threading.Event()
         self.lock = threading.Lock()
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
@@ -219,8 +220,16 @@ class RecordingRunner:
         ]
         with self.lock:
             self.batches.append(rows)
-        time.sleep(self.delay)
+        assert self.gate.wait(timeout=60)
         return self.inner.run(feeds)
+
+
+def until(condition: Any, what: str) -> None:
+    """Wait for a state of the batcher that another thread brings about (bounded)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.005)
 
 
 OTHER = "red blue green red blue green red blue green red"
@@ -233,29 +242,35 @@ def test_a_requests_chunks_share_batches_with_other_requests(
     document = " ".join(["one two three four five six seven eight nine ten"] * 3)
     with serving(models=[str(tiny_dense[0])], max_wait_ms=20) as client:
         model = client.app.state.registry.models["tiny/dense"]  # type: ignore[attr-defined]
-        recorder = RecordingRunner(model.runners[0], delay=0.4)
-        model.runners[0] = recorder
+        runner = GatedRunner(model.runners[0])
+        model.runners[0] = runner
+        batcher = model.batcher
+
+        def dispatched() -> int:  # batches handed to the worker, running or waiting
+            return sum(len(batches) for batches in batcher._dispatched)
 
         def call(body: dict[str, Any]) -> dict[str, Any]:
             response = client.post("/embed/dense", json=body)
             assert response.status_code == 200, response.text
             return dict(response.json())
 
-        # two requests fill the worker's pipeline (one running, one formed and waiting), so
-        # the chunked request and the other one queue together behind them
-        bodies = [{"inputs": ["hello"]}, {"inputs": ["world"]}]
-        bodies += [{"inputs": [document], "chunking": {"max_tokens": 12}}, {"inputs": [OTHER]}]
         with ThreadPoolExecutor(4) as pool:
-            busy = [pool.submit(call, body) for body in bodies[:2]]
-            time.sleep(0.1)
-            queued = [pool.submit(call, body) for body in bodies[2:]]
-            answers = [future.result() for future in [*busy, *queued]]
-    shared = [
-        batch
-        for batch in recorder.batches
-        if any(vocab["red"] in row for row in batch) and any(vocab["one"] in row for row in batch)
-    ]
-    assert shared, recorder.batches
+            # fill the worker's pipeline: one batch running (held at the gate), one formed
+            # and waiting behind it; then nothing more can be formed until the gate opens
+            futures = [pool.submit(call, {"inputs": ["hello"]})]
+            until(lambda: len(runner.batches) == 1, "the first batch runs")
+            futures.append(pool.submit(call, {"inputs": ["world"]}))
+            until(lambda: dispatched() == 2, "the second batch waits")
+            chunking = {"max_tokens": 12}
+            futures.append(pool.submit(call, {"inputs": [document], "chunking": chunking}))
+            futures.append(pool.submit(call, {"inputs": [OTHER]}))
+            until(lambda: batcher.depth == 4, "3 chunks and the other input are queued")
+            runner.gate.set()
+            answers = [future.result() for future in futures]
+    assert len(runner.batches) == 3, runner.batches
+    shared = runner.batches[2]  # the chunks and the other request's input: lengths 12 and 12
+    assert sum(vocab["red"] in row for row in shared) == 1
+    assert sum(vocab["one"] in row for row in shared) == 3
     assert len(answers[2]["documents"][0]["chunks"]) == 3
     np.testing.assert_allclose(
         answers[3]["embeddings"][0],
