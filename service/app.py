@@ -19,6 +19,7 @@ from service.front import (
     multimodal_router,
     openapi_docs,
     ops_router,
+    page_router,
     rerank_router,
     sparse_router,
 )
@@ -88,6 +89,8 @@ def create_app(
     app.add_exception_handler(ClientGone, client_gone_response)
     for router in ROUTERS:
         app.include_router(router)
+    if settings.ui:
+        page_router.install(app)  # GET / and /ui/: not a JSON route
     app.add_middleware(JsonRoutes, routes=json_routes(ROUTERS))  # inside the guard
     guard.install(app, settings, registry)
     openapi_docs.install(app)

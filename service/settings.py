@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     """Most inputs (texts, images, documents) in one request; more get 400."""
     max_input_chars: int = Field(100_000, ge=1)
     """Longest text input in characters; longer gets 413."""
+    max_chunked_tokens: int = Field(131_072, ge=1)
+    """Most tokens one request with `chunking` (/embed/dense, /embed/sparse) may send to the
+    model: all its chunks together, special tokens, prefixes and overlaps included (late
+    chunking: its windows); more get 413 before anything is queued. 131072 is 512 chunks of
+    MiniLM's 256 tokens (docs/long-documents.md)."""
 
     # --- production: security, request limits, shutdown (issue 8, docs/production.md) --------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -138,6 +143,10 @@ class Settings(BaseSettings):
     """Serve /metrics without an API key even when api_keys is set (for in-cluster scraping)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed by CORS, comma separated (`*` for any); empty: CORS off."""
+    ui: bool = True
+    """Serve the try-it page at / (its static files under /ui/). The page and its files need no
+    API key and hold no data; the API calls it makes do, with the key typed into the page
+    (docs/try-it.md). false: / and /ui/ answer 404."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest request body in bytes; larger gets 413 before it is read."""
     max_concurrent_requests: int = Field(default=256, ge=1)

@@ -108,6 +108,19 @@ def test_documents_match_pytorch_in_one_padded_batch(client: TestClient, colbert
     assert [item["tokens"] for item in body["embeddings"]] == [9, 4, 12]
 
 
+def test_token_strings_name_each_row(client: TestClient) -> None:
+    for side, text, expected in [
+        ("document", "The cat, sat on the mat.", ["[CLS]", "[unused1]", "the", "cat", "sat"]),
+        ("query", "red star", ["[CLS]", "[unused0]", "red", "star", "[SEP]", "[MASK]"]),
+    ]:
+        body = {"inputs": [text], "input_type": side, "return_tokens": True}
+        [item] = client.post("/embed/late", json=body).json()["embeddings"]
+        assert item["token_strings"][: len(expected)] == expected
+        assert len(item["token_strings"]) == item["tokens"] == len(item["embedding"])
+    [item] = client.post("/embed/late", json={"inputs": ["sun"]}).json()["embeddings"]
+    assert "token_strings" not in item
+
+
 def test_base64_matrix_with_shape(client: TestClient, colbert: lm.Built) -> None:
     body = client.post(
         "/embed/late", json={"inputs": "red cat", "encoding_format": "base64"}

@@ -9,10 +9,18 @@ from fastapi.responses import Response
 
 from service.errors import InvalidInput
 from service.front import deps
+from service.front.chunking_render import dense_body
+from service.front.chunking_serving import chunk_rules, embed_dense_chunks
 from service.front.dense_serving import embed, shape_vectors
 from service.front.encoding import encode_vectors, json_response, token_usage
 from service.front.inputs import check_count, check_texts, texts_call
-from service.front.protocol import DenseRequest, DenseResponse, EmbeddingRequest, EmbeddingResponse
+from service.front.protocol import (
+    ChunkedDenseResponse,
+    DenseRequest,
+    DenseResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
 
 router = APIRouter()
 
@@ -60,11 +68,21 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     )
 
 
-@router.post("/embed/dense", response_model=DenseResponse, tags=["Embeddings"])
+@router.post(
+    "/embed/dense", response_model=DenseResponse | ChunkedDenseResponse, tags=["Embeddings"]
+)
 async def embed_dense(body: DenseRequest, request: Request) -> Response:
-    """Dense embeddings with query/document prefixes, truncation and normalisation options."""
+    """Dense embeddings with query/document prefixes, truncation and normalisation options;
+    with `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
     call = texts_call(request, body, "dense")
     model = call.model
+    if body.chunking is not None:
+        rules = chunk_rules(model, body.chunking, deps.settings(request))
+        chunked = await deps.until_disconnect(
+            request, embed_dense_chunks(model, call.texts, rules, body.input_type)
+        )
+        usage = token_usage(chunked.tokens)
+        return json_response({**dense_body(model, chunked, body), "usage": usage})
     result = await deps.until_disconnect(
         request, embed(model, call.texts, input_type=body.input_type, truncate=call.truncate)
     )

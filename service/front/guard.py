@@ -85,6 +85,10 @@ class Guard:
         self.registry = registry
         self.keys = [key.get_secret_value().encode() for key in settings.api_keys]
         self.without_key = WITHOUT_KEY | ({"/metrics"} if settings.metrics_public else set())
+        # the try-it page and its files (page_router.py): no data, and a browser cannot send
+        # a key for a page it navigates to; the API calls the page makes need the key
+        self.without_key |= {"/"} if settings.ui else set()
+        self.public_prefix = "/ui/" if settings.ui else None
         self.max_body = settings.max_body_bytes
         # Routes that take uploads have their own, larger, body limit.
         self.route_limits = {
@@ -120,7 +124,10 @@ class Guard:
                 code="shutting_down",
                 headers={"Connection": "close"},
             )
-        needs_key = bool(self.keys) and path not in self.without_key
+        public = path in self.without_key or (
+            self.public_prefix is not None and path.startswith(self.public_prefix)
+        )
+        needs_key = bool(self.keys) and not public
         if needs_key and not key_matches(bearer_token(scope), self.keys):
             raise Unauthorized(
                 "a valid API key is required: Authorization: Bearer KEY",

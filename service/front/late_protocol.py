@@ -23,6 +23,9 @@ class LateRequest(BaseModel):
     encoding_format: EncodingFormat = Field(
         "float", description="float: lists of floats; base64: little-endian float32 matrix."
     )
+    return_tokens: bool = Field(
+        False, description="Also return the vocabulary token behind each vector row."
+    )
 
 
 class MultiVector(BaseModel):
@@ -40,6 +43,7 @@ class LateEmbedding(BaseModel):
     tokens: int = Field(description="How many token vectors the input gave.")
     shape: list[int]
     embedding: list[list[float]] | str
+    token_strings: list[str] | None = Field(None, description="Only with return_tokens.")
 
 
 class LateResponse(BaseModel):

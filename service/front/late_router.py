@@ -22,11 +22,16 @@ async def embed_late_route(body: LateRequest, request: Request) -> Response:
     model, texts = call.model, call.texts
     queries, documents = (texts, []) if body.input_type == "query" else ([], texts)
     result = await deps.until_disconnect(
-        request, embed_late(model, queries, documents, truncate=call.truncate)
+        request,
+        embed_late(
+            model, queries, documents, truncate=call.truncate, with_tokens=body.return_tokens
+        ),
     )
     embeddings = [
         multi_vector_item(i, m, body.encoding_format) for i, m in enumerate(result.matrices)
     ]
+    for item, strings in zip(embeddings, result.token_strings, strict=False):
+        item["token_strings"] = strings
     usage = token_usage(result.tokens)
     return json_response(
         {"model": model.name, "dim": model.spec.dim, "embeddings": embeddings, "usage": usage}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,21 +20,35 @@ from service.models.loaded import LoadedModel
 class LateResult:
     matrices: list[Matrix]  # one (tokens, dim) float32 matrix per input
     tokens: int  # real tokens fed to the model (mask padding of queries not counted)
+    token_strings: list[list[str]] = field(default_factory=list)  # per input, per row
 
 
 async def embed_late(
-    model: LoadedModel, queries: Sequence[str], documents: Sequence[str], *, truncate: bool
+    model: LoadedModel,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    *,
+    truncate: bool,
+    with_tokens: bool = False,
 ) -> LateResult:
-    """Embed queries and documents in one batcher request; matrices in that order."""
+    """Embed queries and documents in one batcher request; matrices in that order, and with
+    `with_tokens` the vocabulary token behind each of their rows."""
+    strings: list[list[str]] = []
 
     def prepare_items() -> list[tuple[int, LateItem]]:
         items = prepare(model, queries, "query", truncate) if queries else []
         if documents:
             items += prepare(model, documents, "document", truncate)
+        if with_tokens:
+            tokenizer = model.encoder.tokenizer
+            strings.extend(
+                [str(tokenizer.id_to_token(int(i))) for i in item.ids[item.keep]]
+                for _, item in items
+            )
         return items
 
     matrices, tokens = await submit_counted(model, prepare_items, real_tokens)
-    return LateResult(matrices, tokens)
+    return LateResult(matrices, tokens, strings)
 
 
 def real_tokens(items: Items) -> int:

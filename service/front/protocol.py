@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from service.front.chunking_protocol import Chunking, DenseDocument
+
 TokenIds = list[int]
 EncodingFormat = Literal["float", "base64"]
 InputType = Literal["query", "document"]
@@ -80,10 +82,22 @@ class DenseRequest(BaseModel):
     normalize: bool | None = Field(None, description="L2-normalise (default: the model's own).")
     dimensions: int | None = Field(None, description="Keep the first N components, renormalised.")
     encoding_format: EncodingFormat = "float"
+    chunking: Chunking | None = Field(
+        None, description="Long inputs: vectors of chunks (then the answer has `documents`)."
+    )
 
 
 class DenseResponse(BaseModel):
     model: str
     dim: int
     embeddings: list[list[float]] | list[str]
+    usage: Usage
+
+
+class ChunkedDenseResponse(BaseModel):
+    """The answer of /embed/dense with `chunking`."""
+
+    model: str
+    dim: int
+    documents: list[DenseDocument]
     usage: Usage

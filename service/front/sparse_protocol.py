@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.front.chunking_protocol import Chunking, ChunkPlace
 from service.front.protocol import InputType, Usage
 
 
@@ -26,6 +27,9 @@ class SparseRequest(BaseModel):
     return_tokens: bool = Field(
         False, description="Also return the token behind each index (vocabulary token or stem)."
     )
+    chunking: Chunking | None = Field(
+        None, description="Long inputs (SPLADE, BM42): vectors of chunks, in `documents`."
+    )
 
 
 class SparseEmbedding(BaseModel):
@@ -37,6 +41,22 @@ class SparseEmbedding(BaseModel):
 class SparseResponse(BaseModel):
     model: str
     embeddings: list[SparseEmbedding]
+    usage: Usage
+
+
+class SparseChunk(ChunkPlace):
+    embedding: SparseEmbedding
+
+
+class SparseDocument(BaseModel):
+    index: int
+    chunks: list[SparseChunk]
+    embedding: SparseEmbedding | None = Field(None, description="Only with chunking.pool.")
+
+
+class ChunkedSparseResponse(BaseModel):
+    model: str
+    documents: list[SparseDocument]
     usage: Usage
 
 

@@ -7,10 +7,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.front import deps
+from service.front.chunking_render import sparse_documents
+from service.front.chunking_serving import chunk_rules, embed_sparse_chunks
 from service.front.encoding import json_response, token_usage
 from service.front.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
 from service.front.inputs import INPUT, INPUTS, as_list, check_texts, texts_call, truncation
 from service.front.sparse_protocol import (
+    ChunkedSparseResponse,
     HybridRequest,
     HybridResponse,
     SparseRequest,
@@ -21,11 +24,22 @@ from service.front.sparse_serving import embed_sparse, render
 router = APIRouter()
 
 
-@router.post("/embed/sparse", response_model=SparseResponse, tags=["Embeddings"])
+@router.post(
+    "/embed/sparse", response_model=SparseResponse | ChunkedSparseResponse, tags=["Embeddings"]
+)
 async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
-    """Sparse vectors (indices sorted ascending); an empty input gets an empty vector."""
+    """Sparse vectors (indices sorted ascending); an empty input gets an empty vector. With
+    `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
     call = texts_call(request, body, "sparse", INPUTS)
     model = call.model
+    if body.chunking is not None:
+        rules = chunk_rules(model, body.chunking, deps.settings(request))
+        chunked = await deps.until_disconnect(
+            request, embed_sparse_chunks(model, call.texts, rules, body.input_type)
+        )
+        documents = sparse_documents(chunked, body.chunking.pool, body.return_tokens)
+        usage = token_usage(chunked.tokens)
+        return json_response({"model": model.name, "documents": documents, "usage": usage})
     result = await deps.until_disconnect(
         request,
         embed_sparse(

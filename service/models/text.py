@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,14 @@ class TextEncoder:
     @property
     def vocab_size(self) -> int:
         return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @cached_property
+    def untruncated(self) -> Tokenizer:
+        """A copy that never truncates, for chunking long texts: made on first use, so only
+        models that chunk pay its memory (two threads racing here make two; one is kept)."""
+        tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        tokenizer.no_truncation()
+        return tokenizer
 
 
 def load_text_encoder(directory: Path, max_length: int) -> TextEncoder:
@@ -106,6 +115,17 @@ def _checked(encoding: Encoding, index: int, truncate: bool, limit: int) -> Enco
 def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, truncate: bool) -> list[Encoded]:
     encodings = encoder.tokenizer.encode_batch_fast(list(texts))
     return [_checked(e, i, truncate, encoder.max_length) for i, e in enumerate(encodings)]
+
+
+def encode_with_offsets(encoder: TextEncoder, texts: Sequence[str]) -> list[Encoding]:
+    """Whole texts, untruncated and without special tokens, with each token's character
+    offsets and word index: the chunking path only (encode_batch, not the fast one)."""
+    return list(encoder.untruncated.encode_batch(list(texts), add_special_tokens=False))
+
+
+def encode_untruncated(encoder: TextEncoder, text: str) -> Encoded:
+    """One text with the model's special tokens and nothing cut: what it would cost."""
+    return Encoded(np.asarray(encoder.untruncated.encode(text).ids, dtype=np.int64))
 
 
 def encode_pairs(

@@ -1,4 +1,5 @@
-"""Dense text embeddings: pooling (CLS, mean, last token) over the graph's token states.
+"""Dense text embeddings: pooling (CLS, mean, last token) over the graph's token states, and
+late chunking's mean per chunk of a window (``chunking.Windowed`` payloads).
 
 Normalisation is applied per request in the serving layer, so a batch can mix requests that
 ask for raw and for unit vectors.
@@ -14,7 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from service.engine.buffers import PadBuffers
+from service.errors import InferenceFailed
 from service.models.catalogue import ModelSpec
+from service.models.chunking import Windowed
 from service.models.kinds import Feeds, KindHandler
 from service.models.kinds.encoded import InputType, with_lengths
 from service.models.kinds.encoded import collate as encoded_collate
@@ -90,7 +93,23 @@ def postprocess(
         vectors = np.asarray(outputs[0], dtype=np.float32)
     else:
         vectors = pool(outputs[0], feeds["attention_mask"], model.spec.pooling)
-    return list(vectors[: len(payloads)])  # rows beyond them only rounded the shape up
+    rows: list[Any] = list(vectors[: len(payloads)])  # rows beyond them only rounded the shape up
+    for row, item in enumerate(payloads):
+        if isinstance(item, Windowed):
+            rows[row] = pool_spans(model, outputs[0], row, item.spans)
+    return rows
+
+
+def pool_spans(
+    model: LoadedModel, states: npt.NDArray[Any], row: int, spans: Sequence[tuple[int, int]]
+) -> Vectors:
+    """Late chunking: the mean token state of each span [a, b) of one window, (spans, dim)."""
+    if states.ndim != 3:
+        raise InferenceFailed(
+            f"model {model.name!r} pools inside its graph: late chunking needs token states"
+        )
+    window = states[row].astype(np.float32, copy=False)
+    return np.stack([window[a:b].mean(axis=0) for a, b in spans]).astype(np.float32)
 
 
 def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
