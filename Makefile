@@ -58,8 +58,15 @@ $(BM25_DIR)/config.json: $(wildcard data/bm25/*)
 run: models
 	$(BIN)/python -m service --port $(PORT)
 
+# The API tests once more with the models behind an engine socket, as in the multi-process
+# mode (EMBED_WORKERS > 1; tests/engine_mode.py): every route, error, header and metric alike.
+API_TESTS = $(addprefix tests/,test_dense_api.py test_sparse_api.py test_late_api.py \
+  test_rerank_api.py test_image_api.py test_multimodal_api.py test_guard.py test_overload.py \
+  test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py)
+
 test: models
 	$(BIN)/python -m pytest -q
+	EMBED_TEST_ENGINE=1 $(BIN)/python -m pytest -q -m "not slow" $(API_TESTS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests import tiny_models
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 from tests.envelope import error_of
 
 SENTENCE_WORDS = tiny_models.WORDS[4:26]  # "the" ... "ten", no prefixes or punctuation
@@ -241,7 +241,7 @@ def test_a_requests_chunks_share_batches_with_other_requests(
     vocab = tiny_models.vocabulary()
     document = " ".join(["one two three four five six seven eight nine ten"] * 3)
     with serving(models=[str(tiny_dense[0])], max_wait_ms=20) as client:
-        model = client.app.state.registry.models["tiny/dense"]  # type: ignore[attr-defined]
+        model = engine_registry(client.app).models["tiny/dense"]
         runner = GatedRunner(model.runners[0])
         model.runners[0] = runner
         batcher = model.batcher
