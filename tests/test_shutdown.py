@@ -86,11 +86,17 @@ def vectors(body: dict[str, object]) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_sigterm_during_load_finishes_accepted_requests_and_exits_0(real_minilm: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_during_load_finishes_accepted_requests_and_exits_0(
+    real_minilm: Path, workers: str
+) -> None:
+    """One process, and the multi-process mode (the supervisor drains every
+    request-handling process, then stops the engine)."""
     texts = passages(16, 40, seed=1)
     env = {
         "EMBED_MODELS": f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}",
         "EMBED_SHUTDOWN_TIMEOUT_S": "60",
+        "EMBED_WORKERS": workers,
     }
     with running(env) as server:
         reference = vectors(

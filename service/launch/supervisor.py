@@ -110,7 +110,7 @@ class Supervisor:
             if child is None:
                 continue  # an orphan reaped as PID 1
             child.process = None
-            _mark_dead(pid)
+            _mark_dead(pid, self.runtime / "metrics")
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 log.info("%s process %d exited (%d)", child.role, pid, code)
@@ -163,9 +163,9 @@ def bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _mark_dead(pid: int) -> None:
+def _mark_dead(pid: int, metrics: Path) -> None:
     """Drop a dead process's live gauges from the shared metrics (its counters stay)."""
     from prometheus_client import multiprocess
 
     with contextlib.suppress(OSError):
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped library
+        multiprocess.mark_process_dead(pid, str(metrics))  # type: ignore[no-untyped-call]  # untyped library

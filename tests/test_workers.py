@@ -1,0 +1,161 @@
+"""The multi-process mode for real: `python -m service` with EMBED_WORKERS=2 starts a
+supervisor, one engine and two request-handling processes on one port. Every process is
+found with psutil; faults are real signals."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from tests import tiny_models
+from tests.prod_server import Server, running
+
+NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def roles(server: Server) -> dict[str, list[psutil.Process]]:
+    """The supervisor's children by role: {"_engine": [...], "_front": [...]}."""
+    found: dict[str, list[psutil.Process]] = {"_engine": [], "_front": []}
+    for child in psutil.Process(server.process.pid).children():
+        for role in found:
+            if role in child.cmdline():
+                found[role].append(child)
+    return found
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def counted(url: str, line_start: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    directory = tmp_path_factory.mktemp("workers-tiny")
+    return directory, tiny_models.build_dense_model(directory)
+
+
+def test_two_workers_share_the_port_the_engine_and_one_metrics(
+    tiny: tuple[Path, np.ndarray],
+) -> None:
+    directory, table = tiny
+    with running({"EMBED_MODELS": str(directory), "EMBED_WORKERS": "2"}) as server:
+        found = roles(server)
+        assert len(found["_engine"]) == 1 and len(found["_front"]) == 2
+        before = {p.pid: sum(p.cpu_times()[:2]) for p in found["_front"]}
+        line = 'embed_requests_total{model="tiny/dense",route="/v1/embeddings",status="200"}'
+        start = counted(server.url, line)
+        texts = ["hello world", "the cat sat on the mat", "red green blue"]
+        for round_ in range(60):  # a new connection each time: the kernel spreads them
+            body = {"model": "tiny/dense", "input": texts[round_ % 3 :]}
+            response = httpx.post(f"{server.url}/v1/embeddings", json=body, timeout=10)
+            assert response.status_code == 200, response.text
+            got = np.array([d["embedding"] for d in response.json()["data"]])
+            expected = [tiny_models.expected_dense(table, t) for t in texts[round_ % 3 :]]
+            np.testing.assert_allclose(got, np.array(expected), atol=1e-6)
+        # every request counted once, whichever process answered it and /metrics
+        assert counted(server.url, line) - start == 60
+        batches = counted(server.url, 'embed_batch_size_count{model="tiny/dense"}')
+        assert batches >= 60  # observed in the engine, summed into every /metrics
+        ready_body = httpx.get(f"{server.url}/ready").json()
+        assert ready_body["models"]["tiny/dense"]["variant"] == "fp32"
+        used = [sum(p.cpu_times()[:2]) - before[p.pid] for p in found["_front"]]
+        assert all(seconds > 0 for seconds in used), used  # both processes served
+
+
+def test_a_killed_request_handling_process_is_replaced(tiny: tuple[Path, np.ndarray]) -> None:
+    directory, _ = tiny
+    with running({"EMBED_MODELS": str(directory), "EMBED_WORKERS": "2"}) as server:
+        victim = roles(server)["_front"][0]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        wait_for(
+            lambda: (
+                len(roles(server)["_front"]) == 2
+                and victim.pid not in [p.pid for p in roles(server)["_front"]]
+            ),
+            "a new request-handling process",
+        )
+        wait_for(lambda: ready(server.url), "readiness")
+        for _ in range(20):
+            body = {"model": "tiny/dense", "input": ["hello"]}
+            assert httpx.post(f"{server.url}/v1/embeddings", json=body).status_code == 200
+        assert "front process" in server.logs() and "died" in server.logs()
+
+
+def send_while(url: str, texts: list[str], stop: threading.Event, out: list[tuple]) -> None:
+    """Requests one after another, each timed: (sent, finished, status, error code)."""
+    with httpx.Client(timeout=60) as client:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                response = client.post(f"{url}/v1/embeddings", json={"model": NAME, "input": texts})
+            except httpx.TransportError as exc:
+                out.append((sent, time.monotonic(), None, type(exc).__name__))
+                continue
+            code = response.json()["error"]["code"] if response.status_code != 200 else None
+            out.append((sent, time.monotonic(), response.status_code, code))
+
+
+@pytest.mark.slow
+def test_a_dead_engine_fails_in_flight_requests_at_once_and_is_restarted(
+    real_minilm: Path,
+) -> None:
+    texts = [" ".join(["river stone light garden music"] * 40)] * 16  # ~1 s of inference
+    env = {"EMBED_MODELS": f"{NAME}@{real_minilm}", "EMBED_WORKERS": "2"}
+    with running(env) as server:
+        engine = roles(server)["_engine"][0]
+        stop = threading.Event()
+        outcomes: list[list[tuple]] = [[] for _ in range(4)]
+        threads = [
+            threading.Thread(target=send_while, args=(server.url, texts, stop, out))
+            for out in outcomes
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        killed = time.monotonic()
+        engine.send_signal(signal.SIGKILL)
+        wait_for(lambda: not ready(server.url), "/ready to turn 503", timeout=5)
+        wait_for(lambda: ready(server.url), "a new engine, ready", timeout=120)
+        stop.set()
+        again = httpx.post(
+            f"{server.url}/v1/embeddings", json={"model": NAME, "input": ["hello"]}, timeout=60
+        )
+        for thread in threads:
+            thread.join(70)
+        new_engine = roles(server)["_engine"][0]
+    every = [o for out in outcomes for o in out]
+    in_flight = [o for o in every if o[0] < killed < o[1]]
+    assert in_flight, "no request was in flight when the engine died; the test proved nothing"
+    for _sent, finished, status, code in in_flight:
+        assert status == 503 and code == "engine_unavailable", (status, code)
+        assert finished - killed < 2.0  # at once, not at the 30 s request timeout
+    assert all(o[2] in (200, 503) for o in every)  # clear answers only, never a hang
+    assert again.status_code == 200 and len(again.json()["data"][0]["embedding"]) == 384
+    assert new_engine.pid != engine.pid
