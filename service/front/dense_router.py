@@ -21,6 +21,7 @@ from service.front.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
 )
+from service.front.quantize import check_scale, quantized, typed_rows
 
 router = APIRouter()
 
@@ -76,7 +77,14 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     with `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
     call = texts_call(request, body, "dense")
     model = call.model
+    renormalised = body.normalize not in (None, model.spec.normalize)
+    check_scale(body.embedding_type, dimensions=body.dimensions, renormalised=renormalised)
     if body.chunking is not None:
+        if body.embedding_type != "float":
+            raise InvalidInput(
+                "embedding_type applies to unchunked inputs; chunks come as float vectors",
+                param="embedding_type",
+            )
         rules = chunk_rules(model, body.chunking, deps.settings(request))
         chunked = await deps.until_disconnect(
             request, embed_dense_chunks(model, call.texts, rules, body.input_type)
@@ -90,11 +98,12 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     vectors = shape_vectors(
         result.vectors, normalize=normalize, dimensions=body.dimensions, dim=model.spec.dim
     )
+    typed = quantized(model, vectors, body.embedding_type)
     return json_response(
         {
             "model": model.name,
             "dim": int(vectors.shape[1]),
-            "embeddings": encode_vectors(vectors, body.encoding_format),
+            "embeddings": typed_rows(typed, body.encoding_format),
             "usage": token_usage(result.tokens),
         }
     )
