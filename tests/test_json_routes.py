@@ -116,7 +116,7 @@ CASES: list[tuple[str, bytes, dict[str, str], int, bool]] = [
         "/v1/embeddings",
         b'{"input": [[7, 8, 9]], "model": "dense", "dimensions": 3}',
         JSON,
-        200,
+        400,  # token ids are refused unless EMBED_TOKEN_ID_INPUTS=true
         True,
     ),
     (

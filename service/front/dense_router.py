@@ -24,6 +24,13 @@ from service.front.protocol import (
 from service.front.quantize import check_scale, quantized, typed_rows
 
 router = APIRouter()
+TOKEN_IDS_REFUSED = (
+    "input holds token ids, which this service does not take by default: clients that send ids "
+    "send OpenAI's tiktoken ids, which the served model would read as other words. LangChain's "
+    "OpenAIEmbeddings does so unless created with check_embedding_ctx_length=False: pass that "
+    "(and model= a model of GET /v1/models). To send ids of the served model's own vocabulary, "
+    "start the service with EMBED_TOKEN_ID_INPUTS=true"
+)
 
 
 def _openai_inputs(value: str | list[str] | list[int] | list[list[int]]) -> Sequence[object]:
@@ -42,9 +49,11 @@ def _openai_inputs(value: str | list[str] | list[int] | list[list[int]]) -> Sequ
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, tags=["OpenAI"])
 async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """OpenAI-compatible embeddings: works with the official SDKs."""
-    model = deps.pick_model(request, body.model, "dense")
-    inputs = _openai_inputs(body.input)
     settings = deps.settings(request)
+    inputs = _openai_inputs(body.input)
+    if not isinstance(inputs[0], str) and not settings.token_id_inputs:
+        raise InvalidInput(TOKEN_IDS_REFUSED, param="input", code="token_ids_refused")
+    model = deps.pick_model(request, body.model, "dense")
     if isinstance(inputs[0], str):
         check_texts(inputs, settings)  # type: ignore[arg-type]
     else:
