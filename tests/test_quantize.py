@@ -80,7 +80,7 @@ def recorded_ranges(directory: Path) -> np.ndarray:
 def test_calibration_records_the_served_vectors_ranges(calibrated: tuple[Path, np.ndarray]) -> None:
     directory, table = calibrated
     found = json.loads((directory / "service_model.json").read_text())["calibration"]
-    texts = calibration.CHECK_TEXTS + [*TEXTS, "red sky", "one two three"]
+    texts = [*calibration.CHECK_TEXTS, *TEXTS, "red sky", "one two three"]
     served = np.stack([tiny_models.expected_dense(table, text) for text in texts])
     assert found["texts"] == len(texts)
     np.testing.assert_allclose(found["min"], served.min(axis=0), atol=1e-6)
