@@ -271,3 +271,19 @@ def test_tiktoken_ids_are_what_the_default_sends(url: str, tiktoken_offline: Non
         embeddings.embed_documents(TEXTS)
     encoding = tiktoken.get_encoding("cl100k_base")
     assert sent == [[encoding.encode_ordinary(t) for t in TEXTS]]
+
+
+def test_tei_tokenize_and_decode_with_the_real_tokenizer(url: str) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(REAL_MINILM / "tokenizer.json"))
+    tokenizer.no_padding()  # the file pads to 128
+    text = "Café crème: sorting 3 lists"
+    tokens = httpx.post(f"{url}/tokenize", json={"inputs": text}, timeout=30).json()[0]
+    encoding = tokenizer.encode(text)
+    assert [t["id"] for t in tokens] == encoding.ids
+    data = text.encode()
+    for token in tokens[1:-1]:
+        assert data[token["start"] : token["stop"]].decode() == token["text"]
+    decoded = httpx.post(f"{url}/decode", json={"ids": encoding.ids}, timeout=30).json()
+    assert decoded == [tokenizer.decode(encoding.ids)] == ["cafe creme : sorting 3 lists"]
