@@ -67,11 +67,19 @@ API_TESTS = $(addprefix tests/,test_dense_api.py test_sparse_api.py test_late_ap
   test_rerank_api.py test_image_api.py test_multimodal_api.py test_guard.py test_overload.py \
   test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py)
 
-test: models
+# The README's JavaScript examples need the openai package (tests/js/package-lock.json).
+.PHONY: js-deps
+js-deps: tests/js/node_modules/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
+
+test: models js-deps
 	$(BIN)/python -m pytest -q
 	EMBED_TEST_ENGINE=1 $(BIN)/python -m pytest -q -m "not slow" $(API_TESTS)
 
-test-fast: install
+test-fast: install js-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
