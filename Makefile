@@ -95,6 +95,12 @@ bench: models
 packing: models
 	$(BIN)/python -m bench.packing
 
+# Recall@10 of int8, uint8 and binary searches against the float search on the bench corpus
+# (bench/quantized.py; docs/compat.md has the figures): about 10 minutes on 2 cores
+.PHONY: recall
+recall: models
+	$(BIN)/python -m bench.quantized
+
 # Soak: a bounded load of mixed routes on loopback against the real service; writes a report
 # (requests, errors, p50/p99, RSS) to bench-results/soak.json. `make soak SOAK_SECONDS=120`.
 SOAK_SECONDS ?= 600
