@@ -148,10 +148,10 @@ def tokens_of(tokenizer: Tokenizer, text: str, add_special_tokens: bool) -> list
     """TEI's token list: ids, the text each covers and its byte offsets (special tokens: their
     own text and no offsets)."""
     encoding = tokenizer.encode(text, add_special_tokens=add_special_tokens)
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", errors="surrogatepass")
     byte_at = [0]
     for char in text:
-        byte_at.append(byte_at[-1] + len(char.encode("utf-8")))
+        byte_at.append(byte_at[-1] + len(char.encode("utf-8", errors="surrogatepass")))
     rows = []
     for token_id, (start, stop), special, token in zip(
         encoding.ids, encoding.offsets, encoding.special_tokens_mask, encoding.tokens, strict=True
