@@ -225,3 +225,12 @@ def test_cohere_rerank_v2_shape(client: TestClient) -> None:
 )
 def test_cohere_errors_in_the_envelope(client: TestClient, body: dict, param: str) -> None:
     assert error_of(client.post("/v2/embed", json=body), 400)["param"] == param
+
+
+def test_nomic_rows_name_their_task_prompts() -> None:
+    from service.models.catalogue import load_catalogue
+
+    catalogue = load_catalogue()
+    for name in ("nomic-ai/nomic-embed-text-v1.5", "nomic-ai/nomic-embed-text-v1"):
+        prompts = catalogue[name].options["prompts"]
+        assert prompts == {"classification": "classification: ", "clustering": "clustering: "}
