@@ -57,6 +57,8 @@ def error_statuses(path: str, method: str) -> list[str]:
         statuses += ["429", "503"]
     if method == "post":
         statuses += ["404", "415"]
+    elif path == "/info":  # ?model= names a model
+        statuses.append("404")
     return sorted(statuses)
 
 
