@@ -65,7 +65,8 @@ run: models
 # mode (EMBED_WORKERS > 1; tests/engine_mode.py): every route, error, header and metric alike.
 API_TESTS = $(addprefix tests/,test_dense_api.py test_sparse_api.py test_late_api.py \
   test_rerank_api.py test_image_api.py test_multimodal_api.py test_guard.py test_overload.py \
-  test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py)
+  test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py \
+  test_tei_api.py test_quantize.py)
 
 # The README's JavaScript examples need the openai package (tests/js/package-lock.json).
 .PHONY: js-deps
