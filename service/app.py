@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from service.engine.loading import load_all, stop_all
 from service.front import (
+    cohere_router,
     dense_router,
     errors,
     guard,
@@ -22,6 +23,7 @@ from service.front import (
     page_router,
     rerank_router,
     sparse_router,
+    tei_router,
 )
 from service.front.deps import ClientGone, client_gone_response
 from service.front.engine_link import EngineLink
@@ -42,6 +44,8 @@ ROUTERS = (
     multimodal_router.router,
     ops_router.router,
     sparse_router.router,
+    cohere_router.router,
+    tei_router.router,
 )
 
 

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     truncate: bool = True
     """Inputs longer than a model's max tokens are truncated (true) or refused with 413 (false).
     A request's own `truncate` field overrides this."""
+    token_id_inputs: bool = False
+    """Accept token ids on /v1/embeddings, as ids of the served model's own vocabulary. Off:
+    they get 400, because the clients that send ids (LangChain's OpenAIEmbeddings by default)
+    send OpenAI's tiktoken ids, which a model with another vocabulary would embed as other
+    words."""
 
     # --- inference -------------------------------------------------------------------------
     execution_provider: Literal["auto", "cpu", "cuda"] = "auto"

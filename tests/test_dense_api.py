@@ -93,16 +93,31 @@ def test_dimensions_keeps_first_components_renormalised(
     np.testing.assert_allclose(got, full[:3] / np.linalg.norm(full[:3]), atol=1e-6)
 
 
-def test_token_id_inputs_get_the_models_special_tokens(tiny_client: TestClient, tiny_dense) -> None:
-    _, table = tiny_dense
+def test_token_id_inputs_get_the_models_special_tokens(tiny_dense) -> None:
+    directory, table = tiny_dense
     vocab = tiny_models.vocabulary()
     ids = [vocab["hello"], vocab["world"]]
-    for payload in (ids, [ids]):
-        body = tiny_client.post("/v1/embeddings", json={"input": payload, "model": MODEL}).json()
-        np.testing.assert_allclose(
-            vectors(body)[0], tiny_models.expected_dense(table, "hello world"), atol=1e-6
-        )
-        assert body["usage"]["prompt_tokens"] == 4
+    with serving(models=[str(directory)], token_id_inputs=True) as client:
+        for payload in (ids, [ids]):
+            body = client.post("/v1/embeddings", json={"input": payload, "model": MODEL}).json()
+            np.testing.assert_allclose(
+                vectors(body)[0], tiny_models.expected_dense(table, "hello world"), atol=1e-6
+            )
+            assert body["usage"]["prompt_tokens"] == 4
+        for payload in ([[]], [[10**9]]):
+            response = client.post("/v1/embeddings", json={"input": payload, "model": MODEL})
+            assert error_of(response, 400)["code"] == "invalid_input"
+
+
+def test_token_ids_are_refused_by_default_naming_the_fixes(tiny_client: TestClient) -> None:
+    vocab = tiny_models.vocabulary()
+    for payload in ([vocab["hello"]], [[vocab["hello"]]], [[10**9]]):
+        for model in (MODEL, "text-embedding-ada-002"):  # LangChain's default model too
+            response = tiny_client.post("/v1/embeddings", json={"input": payload, "model": model})
+            error = error_of(response, 400)
+            assert error["code"] == "token_ids_refused" and error["param"] == "input"
+            assert "check_embedding_ctx_length=False" in error["message"]
+            assert "EMBED_TOKEN_ID_INPUTS=true" in error["message"]
 
 
 def test_native_route_prefixes_and_raw_vectors(tiny_client: TestClient, tiny_dense) -> None:
@@ -134,10 +149,8 @@ def test_tokenizer_fixed_padding_is_overridden(tiny_client: TestClient, tiny_den
         ({"input": "hi", "model": "no/such-model"}, 404, "model_not_found", "model"),
         ({"input": [], "model": MODEL}, 400, "invalid_input", "input"),
         ({"input": "", "model": MODEL}, 400, "invalid_input", "input"),
-        ({"input": [[]], "model": MODEL}, 400, "invalid_input", "input"),
         ({"input": 42, "model": MODEL}, 400, "invalid_request", "input"),
         ({"input": [1, "a"], "model": MODEL}, 400, "invalid_request", "input"),
-        ({"input": [[10**9]], "model": MODEL}, 400, "invalid_input", "input"),
         ({"model": MODEL}, 400, "invalid_request", "input"),
         ({"input": "hi"}, 400, "invalid_request", "model"),
         (
@@ -171,7 +184,7 @@ def test_malformed_json_is_400(tiny_client: TestClient) -> None:
 def test_over_long_input_refused_with_413_when_truncation_is_off(tiny_dense) -> None:
     directory, _ = tiny_dense
     long_text = " ".join(["cat"] * 20)
-    with serving(models=[str(directory)], truncate=False) as client:
+    with serving(models=[str(directory)], truncate=False, token_id_inputs=True) as client:
         response = client.post("/v1/embeddings", json={"input": long_text, "model": MODEL})
         assert response.status_code == 413
         error = error_of(response)

@@ -59,7 +59,9 @@ def test_concurrent_http_requests_are_served_in_fewer_inference_calls(
 
 
 def test_token_id_inputs_count_against_the_input_limit(tiny_dense: tuple[Path, np.ndarray]) -> None:
-    with serving(models=[str(tiny_dense[0])], max_inputs_per_request=2) as client:
+    with serving(
+        models=[str(tiny_dense[0])], max_inputs_per_request=2, token_id_inputs=True
+    ) as client:
         response = client.post(
             "/v1/embeddings", json={"input": [[5], [6], [7]], "model": "tiny/dense"}
         )

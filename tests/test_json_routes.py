@@ -34,6 +34,15 @@ def test_the_routes_taken_are_the_post_routes_with_a_json_body() -> None:
         "/score/maxsim",
         "/rerank",
         "/v1/rerank",
+        "/v1/embed",  # Cohere
+        "/v2/embed",
+        "/v2/rerank",
+        "/",  # TEI
+        "/embed",
+        "/embed_sparse",
+        "/embed_all",
+        "/tokenize",
+        "/decode",
     }  # not /embed/image and /embed/multimodal (multipart or JSON, read by the route)
 
 
@@ -107,7 +116,7 @@ CASES: list[tuple[str, bytes, dict[str, str], int, bool]] = [
         "/v1/embeddings",
         b'{"input": [[7, 8, 9]], "model": "dense", "dimensions": 3}',
         JSON,
-        200,
+        400,  # token ids are refused unless EMBED_TOKEN_ID_INPUTS=true
         True,
     ),
     (

@@ -310,6 +310,11 @@ def export(request: ExportRequest) -> dict[str, Any]:
             fp16=request.fp16,
             check_texts=request.check_texts,
         )
+    if request.kind == "dense":  # int8 / uint8 output ranges (service/front/quantize.py)
+        from service.convert.calibration import calibrate
+        from service.convert.variants import CHECK_TEXTS
+
+        calibrate(request.out, metadata, CHECK_TEXTS + request.check_texts)
     write_metadata(request.out, metadata)
     return metadata
 

@@ -21,8 +21,16 @@ from service.front.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
 )
+from service.front.quantize import check_scale, quantized, typed_rows
 
 router = APIRouter()
+TOKEN_IDS_REFUSED = (
+    "input holds token ids, which this service does not take by default: clients that send ids "
+    "send OpenAI's tiktoken ids, which the served model would read as other words. LangChain's "
+    "OpenAIEmbeddings does so unless created with check_embedding_ctx_length=False: pass that "
+    "(and model= a model of GET /v1/models). To send ids of the served model's own vocabulary, "
+    "start the service with EMBED_TOKEN_ID_INPUTS=true"
+)
 
 
 def _openai_inputs(value: str | list[str] | list[int] | list[list[int]]) -> Sequence[object]:
@@ -41,9 +49,11 @@ def _openai_inputs(value: str | list[str] | list[int] | list[list[int]]) -> Sequ
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, tags=["OpenAI"])
 async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """OpenAI-compatible embeddings: works with the official SDKs."""
-    model = deps.pick_model(request, body.model, "dense")
-    inputs = _openai_inputs(body.input)
     settings = deps.settings(request)
+    inputs = _openai_inputs(body.input)
+    if not isinstance(inputs[0], str) and not settings.token_id_inputs:
+        raise InvalidInput(TOKEN_IDS_REFUSED, param="input", code="token_ids_refused")
+    model = deps.pick_model(request, body.model, "dense")
     if isinstance(inputs[0], str):
         check_texts(inputs, settings)  # type: ignore[arg-type]
     else:
@@ -76,7 +86,14 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     with `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
     call = texts_call(request, body, "dense")
     model = call.model
+    renormalised = body.normalize not in (None, model.spec.normalize)
+    check_scale(body.embedding_type, dimensions=body.dimensions, renormalised=renormalised)
     if body.chunking is not None:
+        if body.embedding_type != "float":
+            raise InvalidInput(
+                "embedding_type applies to unchunked inputs; chunks come as float vectors",
+                param="embedding_type",
+            )
         rules = chunk_rules(model, body.chunking, deps.settings(request))
         chunked = await deps.until_disconnect(
             request, embed_dense_chunks(model, call.texts, rules, body.input_type)
@@ -90,11 +107,12 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     vectors = shape_vectors(
         result.vectors, normalize=normalize, dimensions=body.dimensions, dim=model.spec.dim
     )
+    typed = quantized(model, vectors, body.embedding_type)
     return json_response(
         {
             "model": model.name,
             "dim": int(vectors.shape[1]),
-            "embeddings": encode_vectors(vectors, body.encoding_format),
+            "embeddings": typed_rows(typed, body.encoding_format),
             "usage": token_usage(result.tokens),
         }
     )

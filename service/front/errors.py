@@ -1,6 +1,11 @@
 """Rendering errors: every error reaches the client in OpenAI's envelope, with the status
 from the error's class; unexpected exceptions become a generic 500 that names the request
-id and nothing else (their traceback goes to the log)."""
+id and nothing else (their traceback goes to the log).
+
+Requests to text-embeddings-inference's routes get the same errors, statuses included, in
+TEI's own shape ``{"error": message, "error_type": ...}``, which its clients read
+(huggingface_hub shows the ``error`` field): POST /embed, /embed_sparse, /embed_all,
+/tokenize, /decode and /, GET /info, and POST /rerank with a TEI body (``texts``)."""
 
 from __future__ import annotations
 
@@ -10,12 +15,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
 _HTTP_TYPES = {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}
+TEI_PATHS = frozenset({"/embed", "/embed_sparse", "/embed_all", "/tokenize", "/decode", "/info"})
+_TEI_TYPES = {429: "Overloaded", 503: "Unhealthy"}  # else Validation, and Backend for 5xx
 
 
 def envelope(
@@ -30,6 +38,35 @@ def envelope(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def tei_style(scope: Scope, body: object = None) -> bool:
+    """The request is one of TEI's (by its path, the route's mark, or a TEI rerank body)."""
+    if (scope.get("state") or {}).get("error_style") == "tei":
+        return True
+    path = scope.get("path", "")
+    if path in TEI_PATHS or (path == "/" and scope.get("method") == "POST"):
+        return True
+    return (
+        path == "/rerank" and isinstance(body, dict) and "texts" in body and "documents" not in body
+    )
+
+
+def error_response(
+    scope: Scope,
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+    body: object = None,
+) -> JSONResponse:
+    """The error in the envelope the request's route speaks: OpenAI's, or TEI's."""
+    if not tei_style(scope, body):
+        return envelope(status, message, type_, code, param, headers)
+    kind = _TEI_TYPES.get(status, "Backend" if status >= 500 else "Validation")
+    return JSONResponse({"error": message, "error_type": kind}, status_code=status, headers=headers)
+
+
 def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "-"))
 
@@ -39,7 +76,9 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.message
     if exc.status >= 500:
         message = f"{message} (request id {request_id(request)})"
-    return envelope(exc.status, message, exc.type, exc.code, exc.param, exc.headers)
+    return error_response(
+        request.scope, exc.status, message, exc.type, exc.code, exc.param, exc.headers
+    )
 
 
 def _describe(error: dict[str, object]) -> tuple[str, str | None]:
@@ -56,7 +95,15 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     message, param = _describe(errors[0]) if errors else ("invalid request", None)
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problems)"
-    return envelope(400, message, "invalid_request_error", "invalid_request", param)
+    return error_response(
+        request.scope,
+        400,
+        message,
+        "invalid_request_error",
+        "invalid_request",
+        param,
+        body=exc.body,
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -64,7 +111,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     type_ = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     headers = dict(exc.headers) if exc.headers else None
-    return envelope(exc.status_code, str(exc.detail), type_, code, None, headers)
+    return error_response(
+        request.scope, exc.status_code, str(exc.detail), type_, code, None, headers
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -76,9 +125,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid,
         exc_info=exc,
     )
-    return envelope(
-        500, f"internal server error (request id {rid})", "server_error", "internal_error"
-    )
+    message = f"internal server error (request id {rid})"
+    return error_response(request.scope, 500, message, "server_error", "internal_error")
 
 
 def install(app: FastAPI) -> None:

@@ -22,7 +22,7 @@ from service.errors import (
     Unauthorized,
     Unavailable,
 )
-from service.front.errors import envelope
+from service.front.errors import error_response
 from service.models.registry import ModelRegistry
 from service.ops.timing import PHASES
 from service.settings import Settings
@@ -168,8 +168,8 @@ def too_large(size: int, limit: int, *, at_least: bool = False) -> PayloadTooLar
 
 
 async def _refuse(error: ServiceError, scope: Scope, receive: Receive, send: Send) -> None:
-    response = envelope(
-        error.status, error.message, error.type, error.code, error.param, error.headers
+    response = error_response(
+        scope, error.status, error.message, error.type, error.code, error.param, error.headers
     )
     await response(scope, receive, send)
 

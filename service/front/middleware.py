@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.front.errors import envelope
+from service.front.errors import error_response
 from service.ops import logs, timing
 from service.ops.metrics import Metrics
 
@@ -65,7 +65,7 @@ class RequestContext:
                 exc_info=exc,
             )
             message = f"internal server error (request id {rid})"
-            response = envelope(500, message, "server_error", "internal_error")
+            response = error_response(scope, 500, message, "server_error", "internal_error")
             await response(scope, receive, send_with_id)
         finally:
             route = scope.get("route")

@@ -1,6 +1,7 @@
 """The OpenAPI document says what the service really answers: every error in the one envelope
-with the statuses each route can give (FastAPI's default 422 is never sent: validation errors
-are 400), and /metrics as Prometheus text. Clients and fuzzers rely on it."""
+(TEI's own on TEI's routes) with the statuses each route can give (FastAPI's default 422 is
+never sent: validation errors are 400), and /metrics as Prometheus text. Clients and fuzzers
+rely on it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.front.errors import TEI_PATHS
 from service.front.guard import OPERATIONS, WITHOUT_KEY
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -28,6 +30,13 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+TEI_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "TeiErrorResponse",
+    "type": "object",
+    "required": ["error", "error_type"],
+    "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}},
+}
+TEI_ERROR_REF = {"$ref": "#/components/schemas/TeiErrorResponse"}
 DESCRIPTIONS = {
     "400": "Invalid request",
     "401": "Missing or wrong API key",
@@ -48,11 +57,24 @@ def error_statuses(path: str, method: str) -> list[str]:
         statuses += ["429", "503"]
     if method == "post":
         statuses += ["404", "415"]
+    elif path == "/info":  # ?model= names a model
+        statuses.append("404")
     return sorted(statuses)
 
 
+def error_ref(path: str, method: str) -> dict[str, Any]:
+    """TEI's routes answer errors in TEI's shape; POST /rerank in either (by its body)."""
+    if path in TEI_PATHS or (path == "/" and method == "post"):
+        return TEI_ERROR_REF
+    if path == "/rerank":
+        return {"oneOf": [ERROR_REF, TEI_ERROR_REF]}
+    return ERROR_REF
+
+
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
-    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ERROR_SCHEMA
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorResponse"] = ERROR_SCHEMA
+    schemas["TeiErrorResponse"] = TEI_ERROR_SCHEMA
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
@@ -62,7 +84,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                     status,
                     {
                         "description": DESCRIPTIONS[status],
-                        "content": {"application/json": {"schema": ERROR_REF}},
+                        "content": {"application/json": {"schema": error_ref(path, method)}},
                     },
                 )
     ready = schema.get("paths", {}).get("/ready", {}).get("get")

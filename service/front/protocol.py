@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service.front.chunking_protocol import Chunking, DenseDocument
+from service.front.quantize import EmbeddingType
 
 TokenIds = list[int]
 EncodingFormat = Literal["float", "base64"]
@@ -85,12 +86,17 @@ class DenseRequest(BaseModel):
     chunking: Chunking | None = Field(
         None, description="Long inputs: vectors of chunks (then the answer has `documents`)."
     )
+    embedding_type: EmbeddingType = Field(
+        "float",
+        description="float, int8 / uint8 (scaled by the model's calibrated ranges), or binary / "
+        "ubinary (sign bits packed eight to a byte); base64 holds each row's bytes.",
+    )
 
 
 class DenseResponse(BaseModel):
     model: str
-    dim: int
-    embeddings: list[list[float]] | list[str]
+    dim: int = Field(description="Dimensions of the float vectors (8 per byte when packed).")
+    embeddings: list[list[float]] | list[list[int]] | list[str]
     usage: Usage
 
 

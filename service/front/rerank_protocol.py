@@ -13,15 +13,12 @@ class RerankDocument(BaseModel):
     text: str
 
 
-class RerankRequest(BaseModel):
+class RerankOptions(BaseModel):
     # Cohere and Jina clients send fields this service has no use for (max_chunks_per_doc,
     # rank_fields, ...): they are ignored rather than refused.
     model_config = ConfigDict(extra="ignore")
 
     query: str = Field(description="The query the documents are ranked for.")
-    documents: list[str | RerankDocument] = Field(
-        description="Texts, or objects with a `text` field."
-    )
     model: str | None = Field(
         None, description="A served rerank or late model; default: the first rerank model."
     )
@@ -33,6 +30,22 @@ class RerankRequest(BaseModel):
     truncate: bool | None = Field(
         None, description="Cut documents over the model's limit (default: EMBED_TRUNCATE)."
     )
+
+
+class RerankRequest(RerankOptions):
+    documents: list[str | RerankDocument] = Field(
+        description="Texts, or objects with a `text` field."
+    )
+
+
+class AnyRerankRequest(RerankOptions):
+    """POST /rerank: Cohere's and Jina's shape (documents), or TEI's (texts, return_text)."""
+
+    documents: list[str | RerankDocument] | None = Field(
+        None, description="Texts, or objects with a `text` field (Cohere, Jina)."
+    )
+    texts: list[str] | None = Field(None, description="TEI: the texts to rank.")
+    return_text: bool = Field(False, description="TEI: echo each text.")
 
 
 class RerankResult(BaseModel):

@@ -13,7 +13,7 @@ from service.errors import InvalidInput
 from service.front.batched import submit_counted
 from service.front.inputs import check_chars, check_count
 from service.front.late_serving import maxsim_scores, resolve_late
-from service.front.rerank_protocol import RerankDocument, RerankRequest
+from service.front.rerank_protocol import RerankDocument, RerankOptions
 from service.models.kinds.rerank import prepare_pairs, sigmoid
 from service.models.loaded import LoadedModel
 from service.settings import Settings
@@ -52,7 +52,7 @@ async def cross_encode(
 
 
 async def score(
-    model: LoadedModel, body: RerankRequest, texts: list[str], truncate: bool
+    model: LoadedModel, body: RerankOptions, texts: list[str], truncate: bool
 ) -> Scored:
     """Relevance of each document: a cross-encoder's logit (sigmoid unless raw_scores), or a
     late model's MaxSim score."""
