@@ -83,7 +83,6 @@ def _child(role: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m service {role}", add_help=False)
     parser.add_argument("--runtime", type=Path, required=True)
     parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--fd", type=int)
     own, rest = parser.parse_known_args(argv)
     follow_parent(own.parent)
     settings = _settings(rest)
@@ -96,7 +95,7 @@ def _child(role: str, argv: Sequence[str]) -> int:
         return 0
     from service.front.process import run_front
 
-    run_front(settings, own.runtime, own.fd)
+    run_front(settings, own.runtime)
     return 0
 
 

@@ -1,19 +1,20 @@
-"""A request-handling process of the multi-process mode: uvicorn on the supervisor's
-listening socket, the app linked to the engine process (engine_link.py)."""
+"""A request-handling process of the multi-process mode: uvicorn on its own listening socket
+for the service's port (SO_REUSEPORT: the kernel spreads connections over the processes),
+the app linked to the engine process (engine_link.py)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import uvicorn
 
 from service.app import create_app
+from service.launch.supervisor import listening_socket
 from service.ops.shutdown import DrainingServer
 from service.settings import Settings
 
 
-def run_front(settings: Settings, runtime: Path, fd: int) -> None:
+def run_front(settings: Settings, runtime: Path) -> None:
     app = create_app(settings, engine_socket=str(runtime / "engine.sock"))
     config = uvicorn.Config(
         app,
@@ -21,5 +22,7 @@ def run_front(settings: Settings, runtime: Path, fd: int) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
-    listener = socket.socket(fileno=fd)
+    listener = listening_socket(settings.host, settings.port)
+    listener.bind((settings.host, settings.port))
+    listener.listen(2048)
     DrainingServer(config, app.state.registry).run(sockets=[listener])

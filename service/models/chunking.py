@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tokenizers import Encoding
 
@@ -52,6 +53,9 @@ class Windowed(Encoded):
     positions [a, b) of each chunk in it: one pooled vector comes back per span."""
 
     spans: tuple[tuple[int, int], ...] = ()
+
+    def __reduce__(self) -> Any:  # Encoded's own would drop the spans on the way to the engine
+        return Windowed, (self.ids, self.type_ids, self.spans)
 
 
 def cut_levels(text: str, encoding: Encoding) -> list[int]:

@@ -1,6 +1,8 @@
 """One end of a framed Unix-socket connection (service/wire/frames.py): messages in, handed
-to ``received``; messages out, coalesced so that those sent in one turn of the event loop
-leave in one write."""
+to ``received``; messages out, coalesced: those sent in one turn of the event loop (a batch's
+answers, the requests of every connection that turn) travel as one frame, one pickle and
+one write. Under load that is 14 requests a frame and about 20 us less per request in the
+engine (docs/benchmarks/2026-12-02-cpu-2core-workers.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from service.wire.frames import FrameReader, encode
 class FramedProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = FrameReader()
-        self._outgoing: list[bytes | memoryview] = []
+        self._outgoing: list[Any] = []
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -24,8 +26,9 @@ class FramedProtocol(asyncio.Protocol):
         self._outgoing.clear()
 
     def data_received(self, data: bytes) -> None:
-        for message in self._reader.feed(data):
-            self.received(message)
+        for messages in self._reader.feed(data):
+            for message in messages:
+                self.received(message)
 
     def received(self, message: Any) -> None:
         raise NotImplementedError
@@ -39,9 +42,11 @@ class FramedProtocol(asyncio.Protocol):
             return
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.extend(encode(message))
+        self._outgoing.append(message)
 
     def _flush(self) -> None:
-        pieces, self._outgoing = self._outgoing, []
-        if self.transport is not None and pieces:
-            self.transport.writelines(pieces)
+        """Everything queued, as one frame in one write (uvloop's writelines would try a
+        send per piece)."""
+        messages, self._outgoing = self._outgoing, []
+        if self.transport is not None and messages:
+            self.transport.write(b"".join(encode(messages)))

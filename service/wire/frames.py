@@ -1,11 +1,12 @@
 """Frames between the request-handling processes and the engine, over a Unix socket.
 
-A message is a tuple of plain values (names, numbers, the kinds' payload and result
-dataclasses) pickled with protocol 5. Numpy arrays of at least ``OUT_OF_BAND_BYTES`` travel
-out of band: their raw bytes follow the pickle in the same frame and are read back as
-arrays over the received bytes, without a copy (token ids, pixel arrays, vectors, never
-Python lists). Smaller arrays ride inside the pickle, also as raw bytes: a frame per buffer
-costs more than copying a few hundred bytes.
+A frame holds a list of messages (service/wire/connection.py sends what one turn of the
+event loop produced as one frame); a message is a tuple of plain values (names, numbers,
+the kinds' payload and result dataclasses), the frame's list pickled with protocol 5.
+Numpy arrays of at least ``OUT_OF_BAND_BYTES`` travel out of band: their raw bytes follow
+the pickle in the same frame and are read back as arrays over the received bytes, without a
+copy (token ids, pixel arrays, vectors, never Python lists). Smaller arrays ride inside the
+pickle, also as raw bytes: a separate buffer costs more than copying a few hundred bytes.
 
 One frame: ``<u32 length of the rest>`` ``<u32 pickle bytes>`` ``<u32 buffer count>``
 ``<u64 size>`` per buffer, the pickle, the buffers.
