@@ -7,11 +7,13 @@ the compose file's environment, a read-only root, a tmpfs /tmp and its /cache vo
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from bench.served import wait_until_ready
 from tests.conftest import ROOT, free_port
 from tests.deploy_render import render
 from tools.image import buildah
-from tools.image.build import CPU_TAG, GPU_MODELS_TAG
+from tools.image.build import CPU_TAG, GPU_TAG
 from tools.image.rootfs import ImageConfig, Tree, started_tree
 
 pytestmark = pytest.mark.image
@@ -85,73 +87,88 @@ class Served:
         return self.process.returncode
 
 
+# What each image is started with beyond compose's environment: the GPU image on the CPU
+# provider, since no GPU is here (its own EMBED_EXECUTION_PROVIDER=cuda fails fast instead).
+IMAGES = {CPU_TAG: {}, GPU_TAG: {"EMBED_EXECUTION_PROVIDER": "cpu"}}
+
+
 @contextmanager
-def serve(tag: str, scratch: Path) -> Iterator[Served]:
-    """The image started with compose's environment; EMBED_PORT a free port, since the
-    host's network is shared (compose would map the port instead)."""
+def started(tag: str, scratch: Path, env: dict[str, str]) -> Iterator[Served]:
+    """The image's CMD started with compose's environment and `env`; EMBED_PORT a free port,
+    since the host's network is shared (compose would map the port instead)."""
     with started_tree(tag, scratch / "volumes") as tree:
         port = free_port()
         log = scratch / "service.log"
         with log.open("wb") as out:
-            env = {**compose_environment(), "EMBED_PORT": str(port)}
+            env = {**compose_environment(), **env, "EMBED_PORT": str(port)}
             served = Served(tree, tree.popen(tree.config.cmd, env, out), port, log)
         try:
-            failure = wait_until_ready(served.url, served.process, timeout=180, poll_s=0.1)
-            assert failure is None, f"{failure}: {log.read_text(errors='replace')[-3000:]}"
             yield served
         finally:
             served.stop()
 
 
-@pytest.fixture(scope="module")
-def cpu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serve(built(CPU_TAG), tmp_path_factory.mktemp("cpu-image")) as served:
+@contextmanager
+def serve(tag: str, scratch: Path) -> Iterator[Served]:
+    """The image started, ready."""
+    with started(tag, scratch, IMAGES[tag]) as served:
+        failure = wait_until_ready(served.url, served.process, timeout=180, poll_s=0.1)
+        assert failure is None, f"{failure}: {served.log.read_text(errors='replace')[-3000:]}"
         yield served
 
 
-def test_the_image_turns_ready_and_its_healthcheck_passes(cpu: Served) -> None:
-    assert httpx.get(f"{cpu.url}/ready", timeout=10).status_code == 200
-    assert "/health" in " ".join(cpu.tree.config.healthcheck)
-    assert cpu.healthcheck() == 0, cpu.log.read_text()[-2000:]
-    assert cpu.healthcheck(port=free_port()) != 0  # and it does fail when nothing answers
+@pytest.fixture(scope="module", params=list(IMAGES), ids=["cpu", "gpu-without-cuda"])
+def image(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    scratch = tmp_path_factory.mktemp(request.param.replace(":", "-"))
+    with serve(built(request.param), scratch) as served:
+        yield served
 
 
-def test_the_image_gives_the_reference_vector(cpu: Served) -> None:
+def test_the_image_turns_ready_and_its_healthcheck_passes(image: Served) -> None:
+    assert httpx.get(f"{image.url}/ready", timeout=10).status_code == 200
+    assert "/health" in " ".join(image.tree.config.healthcheck)
+    assert image.healthcheck() == 0, image.log.read_text()[-2000:]
+    assert image.healthcheck(port=free_port()) != 0  # and it does fail when nothing answers
+
+
+def test_the_image_gives_the_reference_vector(image: Served) -> None:
     """fp32 graph (the image converts without variants): PyTorch's vector, not near it."""
     response = httpx.post(
-        f"{cpu.url}/v1/embeddings", json={"model": NAME, "input": "hello world"}, timeout=30
+        f"{image.url}/v1/embeddings", json={"model": NAME, "input": "hello world"}, timeout=30
     )
     assert response.status_code == 200, response.text
     vector = np.array(response.json()["data"][0]["embedding"])
     theirs = reference("hello world")
     cosine = float(vector @ theirs / np.linalg.norm(vector) / np.linalg.norm(theirs))
-    served = httpx.get(f"{cpu.url}/models", timeout=10).json()["models"]
+    served = httpx.get(f"{image.url}/models", timeout=10).json()["models"]
     assert [(m["name"], m["variant"]) for m in served] == [(NAME, "fp32")]
     assert cosine >= 0.9999, cosine
 
 
-def test_the_service_runs_as_the_images_user_in_the_image(cpu: Served) -> None:
-    uid, _, gid = cpu.tree.config.user.partition(":")
+def test_the_service_runs_as_the_images_user_in_the_image(image: Served) -> None:
+    uid, _, gid = image.tree.config.user.partition(":")
     assert uid not in ("", "0", "root")
-    processes = [psutil.Process(cpu.process.pid)]
+    processes = [psutil.Process(image.process.pid)]
     processes += processes[0].children(recursive=True)  # request-handling workers, if any
     for process in processes:
-        assert set(process.uids()) == {cpu.tree.uid} == {int(uid)}, process
-        assert set(process.gids()) == {cpu.tree.gid} == {int(gid)}, process
-        assert Path(f"/proc/{process.pid}/root").readlink() == cpu.tree.root
-    assert Path(processes[0].cwd()) == cpu.tree.root / cpu.tree.config.workdir.lstrip("/")
+        assert set(process.uids()) == {image.tree.uid} == {int(uid)}, process
+        assert set(process.gids()) == {image.tree.gid} == {int(gid)}, process
+        assert Path(f"/proc/{process.pid}/root").readlink() == image.tree.root
+    assert Path(processes[0].cwd()) == image.tree.root / image.tree.config.workdir.lstrip("/")
 
 
-def test_the_image_runs_on_a_read_only_root_with_its_volume(cpu: Served) -> None:
+def test_the_image_runs_on_a_read_only_root_with_its_volume(image: Served) -> None:
     """As compose (read_only) and Kubernetes (readOnlyRootFilesystem) run it."""
     write = "import sys; open(sys.argv[1], 'w').write('x')"
-    assert cpu.tree.run(["python", "-c", write, "/app/x"], {}, timeout=30) != 0
-    for writable in ["/tmp/x", *(f"{volume}/x" for volume in cpu.tree.config.volumes)]:
-        assert cpu.tree.run(["python", "-c", write, writable], {}, timeout=30) == 0, writable
+    assert image.tree.run(["python", "-c", write, "/app/x"], {}, timeout=30) != 0
+    for writable in ["/tmp/x", *(f"{volume}/x" for volume in image.tree.config.volumes)]:
+        assert image.tree.run(["python", "-c", write, writable], {}, timeout=30) == 0, writable
 
 
-def test_the_final_stage_holds_no_pytorch(cpu: Served) -> None:
-    root = cpu.tree.root
+def test_the_final_stage_holds_no_pytorch(image: Served) -> None:
+    root = image.tree.root
     venv = root / "opt" / "venv"
     packages = {p.name.lower() for p in venv.glob("lib/python3*/site-packages/*")}
     assert {"onnxruntime", "tokenizers", "fastapi"} <= packages
@@ -165,6 +182,21 @@ def test_the_image_stops_on_its_stop_signal(tmp_path: Path) -> None:
     """SIGTERM drains and exits 0 (compose's stop_grace_period, the pod's grace period)."""
     with serve(built(CPU_TAG), tmp_path) as served:
         assert served.stop() == 0, served.log.read_text()[-2000:]
+
+
+def test_the_gpu_image_without_a_gpu_stays_unready_saying_why(tmp_path: Path) -> None:
+    """Its own EMBED_EXECUTION_PROVIDER=cuda, no GPU (nor CUDA) here: the model does not load,
+    /ready answers 503 with the reason, and the process stays up (/health, liveness)."""
+    with started(built(GPU_TAG), tmp_path, {}) as served:
+        deadline = time.monotonic() + 120
+        reason = ""
+        while not reason and time.monotonic() < deadline and served.process.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(httpx.TransportError):
+                reason = httpx.get(f"{served.url}/ready", timeout=2).json().get("reason", "")
+        assert "CUDAExecutionProvider" in reason, served.log.read_text()[-2000:]
+        assert httpx.get(f"{served.url}/ready", timeout=2).status_code == 503
+        assert served.healthcheck() == 0
 
 
 def pod_spec(layout: str) -> dict[str, Any]:
@@ -206,8 +238,8 @@ def model_files(tag: str) -> dict[str, str]:
         }
 
 
-def test_the_gpu_images_model_stage_builds_the_same_model() -> None:
-    """Of Dockerfile.gpu, the stage that needs no CUDA base: the model it converts."""
-    cpu, gpu = model_files(built(CPU_TAG)), model_files(built(GPU_MODELS_TAG))
+def test_both_images_hold_the_same_model() -> None:
+    """Converted by the same instructions on the same base: the same files, byte for byte."""
+    cpu, gpu = model_files(built(CPU_TAG)), model_files(built(GPU_TAG))
     assert {"model.onnx", "service_model.json", "tokenizer.json"} <= set(cpu)
     assert gpu == cpu

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "build" / "image"
 PYPI = "https://pypi.org/simple"
 CPU_TAG = "embedding-service:cpu"
-GPU_MODELS_TAG = "embedding-service:gpu-models"
+# Dockerfile.gpu whole, on a Debian stand-in for the CUDA base: every instruction, no CUDA.
+GPU_TAG = "embedding-service:gpu-without-cuda"
 
 
 @dataclass
@@ -64,36 +65,43 @@ def pip_settings(config: dict[str, str] | None = None) -> PipSettings:
     )
 
 
-def builds(base: str, pip: PipSettings) -> list[buildah.Build]:
-    """The CPU image whole, and of the GPU image the stage that needs no CUDA base."""
-    args = {"PYTHON_IMAGE": base, **pip.build_args()}
+def builds(python: str, cuda: str, pip: PipSettings) -> list[buildah.Build]:
+    """Both images, each base replaced by its stand-in."""
+    args = {"PYTHON_IMAGE": python, **pip.build_args()}
 
-    def build(dockerfile: str, tag: str, target: str | None = None) -> buildah.Build:
-        return buildah.Build(ROOT / dockerfile, tag, ROOT, target, args, pip.find_links)
+    def build(dockerfile: str, tag: str, extra: dict[str, str]) -> buildah.Build:
+        every = {**args, **extra}
+        return buildah.Build(ROOT / dockerfile, tag, ROOT, every, pip.find_links)
 
-    return [build("Dockerfile", CPU_TAG), build("Dockerfile.gpu", GPU_MODELS_TAG, "models")]
+    gpu = build("Dockerfile.gpu", GPU_TAG, {"CUDA_IMAGE": cuda})
+    return [build("Dockerfile", CPU_TAG, {}), gpu]
+
+
+def report_size(tag: str, base: str) -> None:
+    with buildah.working_copy(tag) as tree, buildah.working_copy(base) as base_tree:
+        size, base_size = buildah.tree_bytes(tree) / 1e6, buildah.tree_bytes(base_tree) / 1e6
+    print(
+        f"{tag}: {size:.0f} MB unpacked, of which the stand-in base {base_size:.0f} MB and "
+        f"the Dockerfile's own layers {size - base_size:.0f} MB",
+        flush=True,
+    )
 
 
 def main() -> int:
     started = time.monotonic()
-    base = standin.ensure()
+    base, cuda = standin.ensure(standin.PYTHON), standin.ensure(standin.CUDA)
     print(f"  {time.monotonic() - started:.0f} s", flush=True)
     pip = pip_settings()
     print(f"pip: index {pip.index_url}, find-links {[str(p) for p in pip.find_links]}")
     LOGS.mkdir(parents=True, exist_ok=True)
-    for spec in builds(base, pip):
+    for spec in builds(base, cuda, pip):
         step = time.monotonic()
         log = LOGS / f"{spec.tag.replace(':', '-')}.log"
         print(f"building {spec.tag} from {spec.dockerfile.name} (log: {log})", flush=True)
         buildah.build(spec, log)
         print(f"  {time.monotonic() - step:.0f} s", flush=True)
     buildah.prune()
-    with buildah.working_copy(CPU_TAG) as tree, buildah.working_copy(base) as base_tree:
-        size, base_size = buildah.tree_bytes(tree), buildah.tree_bytes(base_tree)
-    own = size - base_size
-    print(
-        f"{CPU_TAG}: {size / 1e6:.0f} MB unpacked, of which the stand-in base "
-        f"{base_size / 1e6:.0f} MB and the Dockerfile's own layers {own / 1e6:.0f} MB"
-    )
+    for tag, base_tag in [(CPU_TAG, base), (GPU_TAG, cuda)]:
+        report_size(tag, base_tag)
     print(f"images built in {time.monotonic() - started:.0f} s")
     return 0

@@ -4,6 +4,7 @@ system as an image, read an image's configuration, and mount a working copy of i
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,28 +62,39 @@ class Build:
     dockerfile: Path
     tag: str
     context: Path
-    target: str | None = None
     args: dict[str, str] = field(default_factory=dict)
     volumes: list[Path] = field(default_factory=list)
 
-    def command(self) -> list[str]:
+    def stages(self) -> list[str]:
+        """The Dockerfile's named build stages (`FROM ... AS name`), in order."""
+        text = self.dockerfile.read_text()
+        return re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", text, flags=re.MULTILINE | re.IGNORECASE)
+
+    def stage_tag(self, stage: str) -> str:
+        return f"{self.tag}-stage-{stage}"
+
+    def command(self, target: str | None = None) -> list[str]:
         """`buildah bud` as `docker build` would run it: Docker's image format (OCI's has no
         HEALTHCHECK), each step cached as a layer for the next build on this machine."""
+        tag = self.stage_tag(target) if target else self.tag
         command = ["buildah", "bud", f"--isolation={ISOLATION}", "--format=docker", "--layers"]
-        command += ["--pull=never", f"--file={self.dockerfile}", f"--tag={self.tag}"]
+        command += ["--pull=never", f"--file={self.dockerfile}", f"--tag={tag}"]
         command += [f"--build-arg={key}={value}" for key, value in self.args.items()]
         command += [f"--volume={path}:{path}:ro" for path in self.volumes]
-        if self.target:
-            command.append(f"--target={self.target}")
+        if target:
+            command.append(f"--target={target}")
         return [*command, str(self.context)]
 
 
 def build(spec: Build, log: Path) -> None:
+    """Each named stage first, tagged, then the image: a tag keeps each stage's cached
+    layers from `prune` (only the last stage's are the image's own)."""
     with log.open("w") as out:
-        result = subprocess.run(spec.command(), stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = log.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"building {spec.tag} from {spec.dockerfile} failed:\n{tail}")
+        for target in [*spec.stages(), None]:
+            result = subprocess.run(spec.command(target), stdout=out, stderr=subprocess.STDOUT)
+            if result.returncode != 0:
+                tail = log.read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"building {spec.tag} from {spec.dockerfile} failed:\n{tail}")
 
 
 def prune() -> None:
