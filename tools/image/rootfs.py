@@ -129,7 +129,7 @@ def mounted(stack: ExitStack, args: list[str], target: Path) -> None:
     stack.callback(umount, target)
 
 
-def lay_out_mounts(stack: ExitStack, image: Path, root: Path, config: ImageConfig) -> None:
+def lay_out_mounts(stack: ExitStack, image: Path, root: Path) -> None:
     mounted(stack, ["--bind", str(image)], root)
     mounted(stack, ["-o", "remount,bind,ro"], root)
     mounted(stack, ["-t", "proc", "proc"], root / "proc")
@@ -152,7 +152,7 @@ def started_tree(tag: str, volumes: Path) -> Iterator[Tree]:
         uid, gid = ids(image, config.user)
         root = Path(tempfile.mkdtemp(prefix="image-root-"))
         stack.callback(os.rmdir, root)  # only ever an empty mount point: never a tree removal
-        lay_out_mounts(stack, image, root, config)
+        lay_out_mounts(stack, image, root)
         for volume in config.volumes:
             source = volumes / volume.strip("/").replace("/", "-")
             source.mkdir(parents=True, exist_ok=True)
