@@ -81,8 +81,8 @@ test: models js-deps
 	$(BIN)/python -m pytest -q
 	EMBED_TEST_ENGINE=1 $(BIN)/python -m pytest -q -m "not slow" $(API_TESTS)
 
-# The container images for real: the stand-in base from Debian's packages, Dockerfile (and the
-# CPU stage of Dockerfile.gpu) built with buildah, the image started as its user and checked
+# The container images for real: stand-in bases from Debian's packages, Dockerfile and
+# Dockerfile.gpu built with buildah, each image started as its user and checked
 # (tools/image, tests/test_image.py). Needs root, buildah and debootstrap (.ci/run installs them).
 image-test: install
 	$(BIN)/python -m tools.image
