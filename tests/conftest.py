@@ -107,3 +107,23 @@ def metric(client: TestClient, line_start: str) -> float:
         if line.startswith(line_start + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+# --- the container-image checks (tests/test_image.py): `make image-test` only ----------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--image",
+        action="store_true",
+        help="run the tests marked image against the images `python -m tools.image` built "
+        "(root, buildah and mount; `make image-test` builds and runs them)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (never skip) the image tests unless --image asks for them."""
+    if config.getoption("--image"):
+        return
+    image = [item for item in items if item.get_closest_marker("image")]
+    if image:
+        config.hook.pytest_deselected(items=image)
+        items[:] = [item for item in items if not item.get_closest_marker("image")]

