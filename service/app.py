@@ -95,7 +95,8 @@ def create_app(
         app.include_router(router)
     if settings.ui:
         page_router.install(app)  # GET / and /ui/: not a JSON route
-    app.add_middleware(JsonRoutes, routes=json_routes(ROUTERS))  # inside the guard
+    if settings.json_short_path:
+        app.add_middleware(JsonRoutes, routes=json_routes(ROUTERS))  # inside the guard
     guard.install(app, settings, registry)
     openapi_docs.install(app)
     app.add_middleware(RequestContext, metrics=metrics)

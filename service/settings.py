@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     2 workers served MiniLM less at 32 clients on 2 cores), and on a GPU one per 2 cores the
     process may use, 2 to 8."""
 
+    json_short_path: bool = True
+    """Well-formed JSON requests to the embedding routes skip FastAPI's routing, dependency
+    solving and JSON reading, and go straight to the same endpoint functions
+    (service/front/json_routes.py); false: every request through FastAPI."""
+
     # --- models --------------------------------------------------------------------------
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL])
     """Models to serve, comma separated. Each is a catalogue name (fetched from the Hugging
