@@ -32,12 +32,27 @@ class FrontLoad:
     p50_ms: float
     p99_ms: float
     errors: int
-    cpu_us: dict[str, float]  # role -> CPU microseconds per request, summed over its processes
+    cpu_us: dict[str, float]  # "role part" -> CPU us per request, summed over its processes
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def cpu_ticks(pid: int, tid: int | None = None) -> int:
+    """utime + stime of a process, or of one of its threads."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """A process's CPU split into its event loop (the main thread) and its other threads
+    (tokenizing in a request-handling process, inference in the engine)."""
+    split = {"loop": 0, "threads": 0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ticks = cpu_ticks(pid, int(task.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+        split["loop" if int(task.name) == pid else "threads"] += ticks
+    return split
 
 
 def processes(pid: int) -> dict[int, str]:
@@ -91,13 +106,23 @@ def _ms(out: str, percentile: str) -> float:
 def measure(url: str, pid: int, script: Path) -> FrontLoad:
     run_wrk(url, script, 2)  # warm: connections, buffers, the engine's first batches
     roles = processes(pid)
-    before = {p: cpu_ticks(p) for p in roles}
+    before = {p: thread_ticks(p) for p in roles}
     requests, rate, p50, p99, errors = run_wrk(url, script, SECONDS)
     spent: dict[str, float] = {}
     for process, role in roles.items():
-        seconds = (cpu_ticks(process) - before[process]) / TICK
-        spent[role] = spent.get(role, 0.0) + seconds * 1e6 / max(requests, 1)
+        after = thread_ticks(process)
+        for part, ticks in after.items():
+            name = f"{role} {THREAD_NAMES[role][part]}"
+            seconds = (ticks - before[process][part]) / TICK
+            spent[name] = spent.get(name, 0.0) + seconds * 1e6 / max(requests, 1)
     return FrontLoad(rate, p50, p99, errors, spent)
+
+
+THREAD_NAMES = {
+    "single process": {"loop": "loop", "threads": "threads (tokenizing, inference)"},
+    "request handling": {"loop": "loop", "threads": "tokenizing"},
+    "engine": {"loop": "loop", "threads": "inference"},
+}
 
 
 def tiny_model(directory: Path) -> Path:

@@ -60,3 +60,31 @@ def test_a_frame_that_does_not_add_up_is_refused() -> None:
     with pytest.raises(FrameError):
         decode(good[LENGTH.size :] + b"extra")
     assert size == len(good) - LENGTH.size
+
+
+def test_token_id_items_pack_into_three_arrays_and_come_back_the_same() -> None:
+    from service.wire.packing import pack_items, pack_results, unpack_items, unpack_results
+
+    rng = np.random.default_rng(2)
+    plain = [Encoded(rng.integers(0, 99, size=n)) for n in (3, 7, 1, 12, 5)]
+    pairs = [Encoded(rng.integers(0, 99, size=n), rng.integers(0, 2, size=n)) for n in (4, 9, 2, 6)]
+    for payloads in (plain, pairs):
+        items = [(len(p) + 1, p) for p in payloads]
+        packed = pack_items(items)
+        assert packed[0] == "ids" and len(packed) == 5
+        (back,) = FrameReader().feed(frame_bytes([packed]))
+        got = unpack_items(back[0])
+        assert [length for length, _ in got] == [length for length, _ in items]
+        for (_, a), (_, b) in zip(got, items, strict=True):
+            np.testing.assert_array_equal(a.ids, b.ids)
+            assert (a.type_ids is None) == (b.type_ids is None)
+            if a.type_ids is not None:
+                np.testing.assert_array_equal(a.type_ids, b.type_ids)
+    few = [(2, plain[0])]  # one input: as it is (packing would cost more)
+    assert pack_items(few) == few
+    vectors = [rng.normal(size=8).astype(np.float32) for _ in range(6)]
+    stacked = pack_results(vectors)
+    assert stacked[0] == "stacked" and stacked[1].shape == (6, 8)
+    assert all(np.array_equal(a, b) for a, b in zip(unpack_results(stacked), vectors, strict=True))
+    mixed = [*vectors[:4], SparseVector(np.array([1]), np.array([0.5]))]
+    assert unpack_results(pack_results(mixed))[4].indices.tolist() == [1]

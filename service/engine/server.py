@@ -21,6 +21,7 @@ from service.engine.batcher import Batcher, _Request
 from service.errors import ServiceError, Unavailable
 from service.models.registry import ModelRegistry
 from service.wire.connection import FramedProtocol
+from service.wire.packing import pack_results, unpack_items
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +108,14 @@ class EngineConnection(FramedProtocol):
             if found is not None:
                 found[0].forget(found[1])
 
-    def submit(self, rid: int, name: str, items: list[tuple[int, Any]]) -> None:
+    def submit(self, rid: int, name: str, packed: Any) -> None:
         model = self.server.registry.models.get(name)
         batcher = model.batcher if model is not None else None
         if not isinstance(batcher, Batcher):
             self.fail(rid, Unavailable(f"model {name!r} is not loaded in the engine"))
             return
         try:
-            request = batcher.accept(items)
+            request = batcher.accept(unpack_items(packed))
         except ServiceError as error:
             self.fail(rid, error)
             return
@@ -127,7 +128,7 @@ class EngineConnection(FramedProtocol):
         error = request.future.exception()
         if error is None:
             wait, inference = batcher.finished(request)
-            self.send(("done", rid, request.future.result(), wait, inference))
+            self.send(("done", rid, pack_results(request.future.result()), wait, inference))
         elif isinstance(error, ServiceError):
             self.fail(rid, error)
         else:  # the batcher turns inference errors into ServiceErrors; anything else is a bug

@@ -27,6 +27,7 @@ from service.models.registry import ModelRegistry
 from service.ops import timing
 from service.ops.metrics import Metrics, ModelObserver
 from service.wire.connection import FramedProtocol
+from service.wire.packing import pack_items, unpack_results
 
 log = logging.getLogger(__name__)
 RECONNECT_S = 0.05  # between attempts to reach an engine that is (re)starting
@@ -108,7 +109,7 @@ class EngineLink:
         if kind == "done":
             future = self._pending.pop(message[1], None)
             if future is not None and not future.done():
-                future.set_result((message[2], message[3], message[4]))
+                future.set_result((unpack_results(message[2]), message[3], message[4]))
         elif kind == "error":
             future = self._pending.pop(message[1], None)
             if future is not None and not future.done():
@@ -145,7 +146,7 @@ class EngineLink:
         rid = next(self._ids)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
-        self._connection.send(("submit", rid, name, list(items)))
+        self._connection.send(("submit", rid, name, pack_items(items)))
         return rid, future
 
     def cancel(self, rid: int) -> None:
