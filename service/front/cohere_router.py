@@ -7,7 +7,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.front import deps
 from service.front.cohere_protocol import (
     CohereEmbedRequest,
     CohereEmbedResponse,
@@ -15,9 +14,8 @@ from service.front.cohere_protocol import (
 )
 from service.front.cohere_serving import embed_by_type, embed_response, meta, response_id
 from service.front.encoding import json_response
-from service.front.inputs import truncation
 from service.front.rerank_protocol import RerankRequest
-from service.front.rerank_serving import check_documents, check_top_n, results, score
+from service.front.rerank_serving import rank_documents
 
 router = APIRouter(tags=["Cohere"])
 
@@ -39,16 +37,11 @@ async def cohere_embed_v1(body: CohereEmbedRequest, request: Request) -> Respons
 @router.post("/v2/rerank", response_model=CohereRerankResponse)
 async def cohere_rerank_v2(body: RerankRequest, request: Request) -> Response:
     """Cohere's v2 rerank (ClientV2.rerank): indices and relevance scores, best first."""
-    model = deps.pick_model(request, body.model, "rerank", "late")
-    settings = deps.settings(request)
-    texts = check_documents(body.query, body.documents, settings)
-    check_top_n(body.top_n)
-    truncate = truncation(settings, body.truncate)
-    scored = await deps.until_disconnect(request, score(model, body, texts, truncate))
-    rows = results(scored, texts, body.top_n, body.return_documents)
+    ranked = await rank_documents(request, body)
+    tokens = {"input_tokens": ranked.scored.tokens}
     answer = {
         "id": response_id(),
-        "results": rows,
-        "meta": {**meta("2", search_units=1), "tokens": {"input_tokens": scored.tokens}},
+        "results": ranked.rows,
+        "meta": {**meta("2", search_units=1), "tokens": tokens},
     }
     return json_response(answer)

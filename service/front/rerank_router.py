@@ -7,11 +7,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.errors import InvalidInput
-from service.front import deps
 from service.front.encoding import json_response, token_usage
-from service.front.inputs import truncation
 from service.front.rerank_protocol import AnyRerankRequest, RerankRequest, RerankResponse
-from service.front.rerank_serving import check_documents, check_top_n, results, score
+from service.front.rerank_serving import rank_documents
 from service.front.tei_protocol import TeiRank
 from service.front.tei_serving import rank
 
@@ -33,12 +31,6 @@ async def rerank_any(body: AnyRerankRequest, request: Request) -> Response:
 @router.post("/v1/rerank", response_model=RerankResponse)
 async def rerank(body: RerankRequest, request: Request) -> Response:
     """Rank documents for a query with a cross-encoder, or by MaxSim with a late model."""
-    model = deps.pick_model(request, body.model, "rerank", "late")
-    settings = deps.settings(request)
-    texts = check_documents(body.query, body.documents, settings)
-    check_top_n(body.top_n)
-    truncate = truncation(settings, body.truncate)
-    scored = await deps.until_disconnect(request, score(model, body, texts, truncate))
-    rows = results(scored, texts, body.top_n, body.return_documents)
-    usage = token_usage(scored.tokens)
-    return json_response({"model": model.name, "results": rows, "usage": usage})
+    ranked = await rank_documents(request, body)
+    usage = token_usage(ranked.scored.tokens)
+    return json_response({"model": ranked.model.name, "results": ranked.rows, "usage": usage})

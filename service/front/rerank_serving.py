@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fastapi import Request
 
 from service.errors import InvalidInput
+from service.front import deps
 from service.front.batched import submit_counted
-from service.front.inputs import check_chars, check_count
+from service.front.inputs import check_chars, check_count, truncation
 from service.front.late_serving import maxsim_scores, resolve_late
-from service.front.rerank_protocol import RerankDocument, RerankOptions
+from service.front.rerank_protocol import RerankDocument, RerankOptions, RerankRequest
 from service.models.kinds.rerank import prepare_pairs, sigmoid
 from service.models.loaded import LoadedModel
 from service.settings import Settings
@@ -86,3 +88,22 @@ def results(
             row["document"] = {"text": texts[index]}
         rows.append(row)
     return rows
+
+
+@dataclass(frozen=True)
+class Ranked:
+    model: LoadedModel
+    scored: Scored
+    rows: list[dict[str, Any]]
+
+
+async def rank_documents(request: Request, body: RerankRequest) -> Ranked:
+    """A rerank request from model choice to ranked rows: what /rerank, /v1/rerank and
+    Cohere's /v2/rerank share (they differ in the answer's envelope)."""
+    model = deps.pick_model(request, body.model, "rerank", "late")
+    settings = deps.settings(request)
+    texts = check_documents(body.query, body.documents, settings)
+    check_top_n(body.top_n)
+    truncate = truncation(settings, body.truncate)
+    scored = await deps.until_disconnect(request, score(model, body, texts, truncate))
+    return Ranked(model, scored, results(scored, texts, body.top_n, body.return_documents))
