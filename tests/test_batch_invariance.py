@@ -160,10 +160,11 @@ def _scale(value: Any) -> float:
 # --- models -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BERT exported with every CPU variant: fp32, optimized, static int8."""
+    """A 2-layer BERT exported with every variant: fp32, optimized, static int8, and fp16
+    (a GPU's graph, which ONNX Runtime also runs on the CPU)."""
     source = scale_models.build_tiny_bert(tmp_path_factory.mktemp("invariance-bert"))
     out = tmp_path_factory.mktemp("invariance-bert-out")
-    export(ExportRequest(source, out, name="tiny/bert", optimize=True, int8=True))
+    export(ExportRequest(source, out, name="tiny/bert", optimize=True, int8=True, fp16=True))
     return out
 
 
@@ -172,7 +173,7 @@ def late_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "late-models"
 
 
-@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8"])
+@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "fp16"])
 def test_dense_tiny_bert_every_variant(tiny_bert: Path, variant: str) -> None:
     model = load(f"{tiny_bert}:{variant}")
     assert model.variant == variant
