@@ -83,6 +83,7 @@ def _child(role: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m service {role}", add_help=False)
     parser.add_argument("--runtime", type=Path, required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--replacement", action="store_true")
     own, rest = parser.parse_known_args(argv)
     follow_parent(own.parent)
     settings = _settings(rest)
@@ -95,7 +96,7 @@ def _child(role: str, argv: Sequence[str]) -> int:
         return 0
     from service.front.process import run_front
 
-    run_front(settings, own.runtime)
+    run_front(settings, own.runtime, own.replacement)
     return 0
 
 

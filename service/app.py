@@ -53,11 +53,13 @@ def create_app(
     settings: Settings | None = None,
     registry: ModelRegistry | None = None,
     engine_socket: str | None = None,
+    wait_for_engine: bool = False,
 ) -> FastAPI:
     """Build the app. In one process (the default) the models load in the background after
     start-up (GET /ready says when) and the engine runs in this process; with `engine_socket`
     (a request-handling process of the multi-process mode) the models are the engine
-    process's, reached through that socket. Tests may pass a registry already filled."""
+    process's, reached through that socket; `wait_for_engine` holds the start-up (and so the
+    listening) until they are ready here. Tests may pass a registry already filled."""
     settings = settings or Settings()
     metrics = Metrics()
     preloaded = registry is not None
@@ -69,6 +71,8 @@ def create_app(
         if engine_socket is not None:
             link = EngineLink(engine_socket, registry, metrics, settings.request_timeout_s)
             task = asyncio.create_task(link.run())
+            if wait_for_engine:
+                await link.serving.wait()
         elif not preloaded:
             task = asyncio.create_task(load_all(registry, settings, metrics))
         try:

@@ -159,3 +159,20 @@ def test_a_dead_engine_fails_in_flight_requests_at_once_and_is_restarted(
     assert all(o[2] in (200, 503) for o in every)  # clear answers only, never a hang
     assert again.status_code == 200 and len(again.json()["data"][0]["embedding"]) == 384
     assert new_engine.pid != engine.pid
+
+
+def test_without_an_engine_requests_get_503_and_health_answers(tmp_path: Path) -> None:
+    """A request-handling process whose engine is not there yet (starting, or restarting):
+    503 not_ready for the models' routes, never a 404 for a model it has not heard of."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(models=["tiny/dense"]), engine_socket=str(tmp_path / "none.sock"))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 503
+        response = client.post("/v1/embeddings", json={"model": "tiny/dense", "input": "hi"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "not_ready"

@@ -37,7 +37,7 @@ def pick_model(request: Request, name: str | None, *kinds: str) -> LoadedModel:
     reg = registry(request)
     if reg.error is not None:
         raise Unavailable("models failed to load; see GET /ready", code="not_ready")
-    if len(reg.models) < reg.expected:
+    if len(reg.models) < reg.expected or not reg.engine_ready:
         raise Unavailable("models are still loading; see GET /ready", code="not_ready")
     model = reg.get(name, kinds)
     request.scope.setdefault("state", {})["model"] = model.name

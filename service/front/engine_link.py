@@ -63,6 +63,7 @@ class EngineLink:
         self._ids = itertools.count()
         self._adopting: asyncio.Task[None] | None = None
         registry.engine_ready = False  # until the engine says so
+        self.serving = asyncio.Event()  # set once every model is open here and ready
 
     @property
     def connected(self) -> bool:
@@ -123,6 +124,8 @@ class EngineLink:
         self.registry.engine_ready = bool(status["ready"])
         self.alive = {name: model["alive"] for name, model in status["models"].items()}
         missing = {n: m for n, m in status["models"].items() if n not in self.registry.models}
+        if not missing and self.registry.ready:
+            self.serving.set()
         if missing and self._adopting is None:
             self._adopting = asyncio.get_running_loop().create_task(self._adopt(missing))
 
@@ -133,6 +136,8 @@ class EngineLink:
                 model = await asyncio.to_thread(_open, described)
                 model.batcher = RemoteBatcher(self, name, self.metrics.observer(name))
                 self.registry.add(model)
+            if self.registry.ready:
+                self.serving.set()
         except (ModelLoadError, OSError) as exc:
             self.registry.error = f"request-handling process could not open a model: {exc}"
             log.error("%s", self.registry.error)

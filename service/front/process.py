@@ -14,8 +14,13 @@ from service.ops.shutdown import DrainingServer
 from service.settings import Settings
 
 
-def run_front(settings: Settings, runtime: Path) -> None:
-    app = create_app(settings, engine_socket=str(runtime / "engine.sock"))
+def run_front(settings: Settings, runtime: Path, replacement: bool = False) -> None:
+    """Serve until SIGTERM. The first processes listen at once (so /health answers while the
+    engine loads); a replacement for one that died listens only once the engine and every
+    model are ready here, so that the kernel sends it no connection it would refuse."""
+    app = create_app(
+        settings, engine_socket=str(runtime / "engine.sock"), wait_for_engine=replacement
+    )
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -24,5 +29,6 @@ def run_front(settings: Settings, runtime: Path) -> None:
     )
     listener = listening_socket(settings.host, settings.port)
     listener.bind((settings.host, settings.port))
-    listener.listen(2048)
+    if not replacement:
+        listener.listen(2048)  # else uvicorn listens after the start-up, when it serves
     DrainingServer(config, app.state.registry).run(sockets=[listener])

@@ -119,6 +119,8 @@ class Supervisor:
             if time.monotonic() - child.started < RESTART_PAUSE_S:
                 time.sleep(RESTART_PAUSE_S)
             child.restarts += 1
+            if child.role == "front" and "--replacement" not in child.command:
+                child.command.insert(child.command.index("_front") + 1, "--replacement")
             if not self.stopping:
                 child.start(env)
 
