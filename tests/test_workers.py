@@ -25,8 +25,12 @@ def roles(server: Server) -> dict[str, list[psutil.Process]]:
     """The supervisor's children by role: {"_engine": [...], "_front": [...]}."""
     found: dict[str, list[psutil.Process]] = {"_engine": [], "_front": []}
     for child in psutil.Process(server.process.pid).children():
+        try:
+            line = child.cmdline()
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue  # dead, not yet reaped by the supervisor
         for role in found:
-            if role in child.cmdline():
+            if role in line:
                 found[role].append(child)
     return found
 
@@ -176,3 +180,31 @@ def test_without_an_engine_requests_get_503_and_health_answers(tmp_path: Path) -
         response = client.post("/v1/embeddings", json={"model": "tiny/dense", "input": "hi"})
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "not_ready"
+
+
+def test_a_replacement_waiting_for_the_engine_exits_on_sigterm(
+    tiny: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """A replacement request-handling process waits in its start-up until the engine is
+    ready (here: never, there is none). SIGTERM must end it at once; uvicorn alone would
+    wait for the start-up to finish, and draining rules out that it ever does."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    log = tmp_path / "front.log"
+    env = {**os.environ, "EMBED_MODELS": str(tiny[0]), "EMBED_PORT": str(free_port())}
+    command = [sys.executable, "-m", "service", "_front", "--replacement"]
+    command += ["--runtime", str(tmp_path), "--parent", str(os.getpid())]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        wait_for(lambda: "Waiting for application startup" in log.read_text(), "start-up")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0, log.read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

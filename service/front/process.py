@@ -31,4 +31,6 @@ def run_front(settings: Settings, runtime: Path, replacement: bool = False) -> N
     listener.bind((settings.host, settings.port))
     if not replacement:
         listener.listen(2048)  # else uvicorn listens after the start-up, when it serves
-    DrainingServer(config, app.state.registry).run(sockets=[listener])
+    DrainingServer(config, app.state.registry, exit_before_start=replacement).run(
+        sockets=[listener]
+    )

@@ -9,6 +9,7 @@ lifespan shutdown (batchers stopped), and the process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from types import FrameType
 
@@ -20,11 +21,20 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, registry: ModelRegistry) -> None:
+    def __init__(
+        self, config: uvicorn.Config, registry: ModelRegistry, exit_before_start: bool = False
+    ) -> None:
         super().__init__(config)
         self.registry = registry
+        # A replacement request-handling process waits in its start-up for the engine and
+        # has accepted nothing: a signal then ends it at once (uvicorn would only notice
+        # once the start-up finished, which may be never if the engine is gone too).
+        self.exit_before_start = exit_before_start
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.exit_before_start and not self.started:
+            log.info("signal %s before serving: exiting", signal.Signals(sig).name)
+            os._exit(0)
         if not self.registry.draining:
             log.info(
                 "signal %s: draining (in-flight requests finish, new ones are refused)",
