@@ -78,7 +78,7 @@ def _serve(argv: Sequence[str]) -> int:
 
 def _child(role: str, argv: Sequence[str]) -> int:
     """A process the supervisor started: `_engine` or `_front`."""
-    from service.launch.children import follow_parent
+    from service.launch.children import engine_socket, follow_parent
 
     parser = argparse.ArgumentParser(prog=f"python -m service {role}", add_help=False)
     parser.add_argument("--runtime", type=Path, required=True)
@@ -92,7 +92,7 @@ def _child(role: str, argv: Sequence[str]) -> int:
 
         from service.engine.main import run_engine
 
-        uvloop.run(run_engine(settings, str(own.runtime / "engine.sock")))
+        uvloop.run(run_engine(settings, str(engine_socket(own.runtime))))
         return 0
     from service.front.process import run_front
 

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+GraphVariant = Literal["auto", "fp32", "optimized", "int8", "fp16"]
 
 
 def _split_list(value: object) -> object:
@@ -112,7 +113,7 @@ class Settings(BaseSettings):
     nothing behind it runs on all the threads (latency); under load, batches run on the
     single-thread sessions side by side (throughput). Costs about what replicas=2 costs:
     MiniLM's server took 318 MiB after load, against 235 with this off (docs/scaling.md)."""
-    graph_variant: Literal["auto", "fp32", "optimized", "int8", "fp16"] = "auto"
+    graph_variant: GraphVariant = "auto"
     """Which ONNX graph of a converted model directory to load, for every model (one model's
     own choice: NAME:VARIANT in `models`); auto takes the variant the conversion recorded as
     default for the provider if it gives the model's own vectors, else fp32."""

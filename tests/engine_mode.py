@@ -13,10 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.engine.loading import load_all, stop_all
-from service.engine.server import EngineServer
+from service.engine.main import Engine
 from service.models.registry import ModelRegistry
-from service.ops.metrics import Metrics
 from service.settings import Settings
 
 ENABLED = os.environ.get("EMBED_TEST_ENGINE", "") == "1"
@@ -24,31 +22,21 @@ ENABLED = os.environ.get("EMBED_TEST_ENGINE", "") == "1"
 
 @contextmanager
 def engine_thread(settings: Settings) -> Iterator[tuple[str, ModelRegistry]]:
-    """An engine serving `settings`' models on a Unix socket: (socket path, its registry)."""
+    """An engine serving `settings`' models on a Unix socket, as the engine process runs
+    it (service/engine/main.py): (socket path, its registry)."""
     directory = tempfile.mkdtemp(prefix="engine-test-")
     path = str(Path(directory) / "engine.sock")
-    registry = ModelRegistry()
     loop = asyncio.new_event_loop()
-    listening: list[asyncio.AbstractServer] = []
-    server = EngineServer(registry)
-
-    async def start() -> None:
-        listening.append(await server.serve(path))
-        task = asyncio.create_task(load_all(registry, settings, Metrics()))
-        task.add_done_callback(lambda _: server.publish())
-
+    engine = Engine(settings)
     thread = threading.Thread(target=loop.run_forever, name="test-engine", daemon=True)
     thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    asyncio.run_coroutine_threadsafe(engine.start(path), loop).result(timeout=30)
     try:
-        yield path, registry
+        yield path, engine.registry
     finally:
 
         async def stop() -> None:
-            await stop_all(registry)
-            server.close()
-            listening[0].close()
-            await listening[0].wait_closed()
+            await engine.stop()
             await asyncio.sleep(0)  # the transports' closing callbacks
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=30)

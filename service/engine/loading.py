@@ -20,6 +20,7 @@ from service.models.store import (
     model_directory,
     resolve_reference,
     split_variant,
+    variant_check,
     with_variant,
 )
 from service.ops.metrics import Metrics
@@ -64,6 +65,7 @@ def load_model(
         )
     model = open_model(spec, directory, handler)
     model.variant = chosen
+    model.variant_check = variant_check(directory, chosen)
     if handler.needs_session:
         add_sessions(model, settings, provider)
     log.info("loaded %s (%s) from %s on %s", spec.name, model.variant, directory, model.provider)
@@ -104,9 +106,9 @@ async def load_all(registry: ModelRegistry, settings: Settings, metrics: Metrics
     try:
         catalogue = load_catalogue(settings.catalogue_files)
         hub = hub_options(settings)
-        for reference in settings.models:
-            name, variant = split_variant(reference)
-            spec = resolve_reference(name, catalogue)
+        references = [split_variant(reference) for reference in settings.models]
+        specs = [(resolve_reference(name, catalogue), variant) for name, variant in references]
+        for spec, variant in specs:
             model = await asyncio.to_thread(load_model, spec, settings, hub, variant)
             if model.runners:
                 batcher = Batcher(

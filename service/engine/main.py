@@ -22,26 +22,49 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class Engine:
+    """The engine's lifetime: its socket server, then loading, and an orderly stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry()
+        self.server = EngineServer(self.registry)
+        self._listening: asyncio.AbstractServer | None = None
+        self._loading: asyncio.Task[None] | None = None
+
+    async def start(self, socket_path: str) -> None:
+        """Listen on the socket at once (processes connect and learn the models are
+        loading), then load the models in the background and publish the outcome."""
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)  # left by an engine that died
+        self._listening = await self.server.serve(socket_path)
+        self._loading = asyncio.create_task(load_all(self.registry, self.settings, Metrics()))
+        self._loading.add_done_callback(lambda _: self.server.publish())
+
+    async def stop(self) -> None:
+        """Tell every process it is draining, let running batches finish, fail what is still
+        queued with 503, close every connection and the socket."""
+        self.registry.draining = True
+        self.server.publish()
+        if self._loading is not None:
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
+        await stop_all(self.registry)
+        self.server.close()
+        if self._listening is not None:
+            self._listening.close()
+            await self._listening.wait_closed()
+
+
 async def run_engine(settings: Settings, socket_path: str) -> None:
-    registry = ModelRegistry()
-    server = EngineServer(registry)
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)  # left by an engine that died
-    listening = await server.serve(socket_path)
+    """The engine process: serve until SIGTERM or SIGINT."""
+    engine = Engine(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loading = asyncio.create_task(load_all(registry, settings, Metrics()))
-    loading.add_done_callback(lambda _: server.publish())
+    await engine.start(socket_path)
     log.info("engine listening on %s (pid %d)", socket_path, os.getpid())
     await stop.wait()
     log.info("engine stopping")
-    registry.draining = True
-    server.publish()
-    loading.cancel()
-    await asyncio.gather(loading, return_exceptions=True)
-    await stop_all(registry)
-    server.close()
-    listening.close()
-    await listening.wait_closed()
+    await engine.stop()

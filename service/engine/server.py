@@ -38,6 +38,7 @@ def model_status(registry: ModelRegistry) -> dict[str, Any]:
                 "spec": model.spec,
                 "directory": str(model.directory),
                 "variant": model.variant,
+                "variant_check": model.variant_check,
                 "provider": model.provider,
                 "session_threads": model.session_threads,
                 "alive": model.batcher is None or model.batcher.alive,
@@ -51,7 +52,6 @@ class EngineServer:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         self.connections: set[EngineConnection] = set()
-        self._last_status: dict[str, Any] | None = None
 
     async def serve(self, path: str) -> asyncio.AbstractServer:
         loop = asyncio.get_running_loop()
@@ -67,15 +67,9 @@ class EngineServer:
         return model_status(self.registry)
 
     def publish(self) -> None:
-        """Send the status to every process when it changed (call after loading, and from
-        a watcher that notices a batcher's death)."""
+        """Send the status to every process (once the models are loaded or failed, and when
+        the engine starts draining); a process that connects later gets it on connecting."""
         status = self.status()
-        comparable = {k: v for k, v in status.items() if k != "models"} | {
-            "models": {n: (m["alive"], m["variant"]) for n, m in status["models"].items()}
-        }
-        if comparable == self._last_status:
-            return
-        self._last_status = comparable
         for connection in list(self.connections):
             connection.send(("status", status))
 

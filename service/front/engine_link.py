@@ -22,7 +22,7 @@ from typing import Any
 
 from service.errors import ModelLoadError, Unavailable, rebuild, timed_out
 from service.models.kinds import handler_for
-from service.models.loaded import open_model
+from service.models.loaded import LoadedModel, open_model
 from service.models.registry import ModelRegistry
 from service.ops import timing
 from service.ops.metrics import Metrics, ModelObserver
@@ -62,6 +62,8 @@ class EngineLink:
         self._pending: dict[int, asyncio.Future[Answer]] = {}
         self._ids = itertools.count()
         self._adopting: asyncio.Task[None] | None = None
+        self._latest: dict[str, Any] = {"models": {}}  # the engine's last status
+        self._open_error: str | None = None  # a model the engine serves failed to open here
         registry.engine_ready = False  # until the engine says so
         self.serving = asyncio.Event()  # set once every model is open here and ready
 
@@ -119,30 +121,43 @@ class EngineLink:
             self._status(message[1])
 
     def _status(self, status: dict[str, Any]) -> None:
+        self._latest = status
         self.registry.expected = status["expected"]
-        self.registry.error = status["error"]
+        self.registry.error = status["error"] or self._open_error
         self.registry.engine_ready = bool(status["ready"])
         self.alive = {name: model["alive"] for name, model in status["models"].items()}
-        missing = {n: m for n, m in status["models"].items() if n not in self.registry.models}
-        if not missing and self.registry.ready:
-            self.serving.set()
-        if missing and self._adopting is None:
-            self._adopting = asyncio.get_running_loop().create_task(self._adopt(missing))
+        self._check_serving()
+        if self._adopting is None and self._missing():
+            self._adopting = asyncio.get_running_loop().create_task(self._adopt())
 
-    async def _adopt(self, models: dict[str, dict[str, Any]]) -> None:
-        """Open the engine's models here: tokenizers and resources, in a thread."""
+    def _missing(self) -> dict[str, dict[str, Any]]:
+        """The models the engine's latest status names that are not open here yet."""
+        models: dict[str, dict[str, Any]] = self._latest["models"]
+        return {n: m for n, m in models.items() if n not in self.registry.models}
+
+    async def _adopt(self) -> None:
+        """Open the engine's models here (tokenizers and resources, in a thread) until every
+        model of its latest status is open: a status that arrives while a model opens, naming
+        more models, is taken up by the same task (a status dropped here once left a process
+        that never turned ready)."""
+        self._open_error = None
         try:
-            for name, described in models.items():
-                model = await asyncio.to_thread(_open, described)
-                model.batcher = RemoteBatcher(self, name, self.metrics.observer(name))
-                self.registry.add(model)
-            if self.registry.ready:
-                self.serving.set()
+            while missing := self._missing():
+                for name, described in missing.items():
+                    model = await asyncio.to_thread(_open, described)
+                    model.batcher = RemoteBatcher(self, name, self.metrics.observer(name))
+                    self.registry.add(model)
+            self._check_serving()
         except (ModelLoadError, OSError) as exc:
-            self.registry.error = f"request-handling process could not open a model: {exc}"
-            log.error("%s", self.registry.error)
+            self._open_error = f"request-handling process could not open a model: {exc}"
+            self.registry.error = self._open_error
+            log.error("%s", self._open_error)
         finally:
             self._adopting = None
+
+    def _check_serving(self) -> None:
+        if self.registry.ready:
+            self.serving.set()
 
     def submit(self, name: str, items: Sequence[tuple[int, Any]]) -> tuple[int, Any]:
         """Send one request's items; its id and the future of its answer."""
@@ -159,10 +174,11 @@ class EngineLink:
             self._connection.send(("cancel", rid))
 
 
-def _open(described: dict[str, Any]) -> Any:
+def _open(described: dict[str, Any]) -> LoadedModel:
     spec = described["spec"]
     model = open_model(spec, Path(described["directory"]), handler_for(spec))
     model.variant = described["variant"]
+    model.variant_check = described["variant_check"]
     model.provider = described["provider"]
     model.session_threads = tuple(described["session_threads"])
     return model

@@ -10,7 +10,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.front import deps
 from service.models.loaded import LoadedModel
-from service.models.store import EXACT_COSINE, variant_check
 
 router = APIRouter(tags=["Operations"])
 
@@ -42,18 +41,11 @@ def _state(model: LoadedModel) -> dict[str, Any]:
     return {
         "provider": model.provider,
         "variant": model.variant,
-        "exact": is_exact(model),
+        "exact": model.exact,
         "sessions": len(model.session_threads),  # replicas, or adaptive (docs/scaling.md)
         "session_threads": list(model.session_threads),
         "worker_alive": alive,
     }
-
-
-def is_exact(model: LoadedModel) -> bool:
-    """Whether the served graph gives the model's own vectors: fp32 (or a model without a
-    converted graph), or a variant the converter measured at min cosine EXACT_COSINE."""
-    check = variant_check(model.directory, model.variant)
-    return model.variant in ("fp32", "original") or check.get("min_cosine", 0) >= EXACT_COSINE
 
 
 @router.get("/metrics")
@@ -75,8 +67,8 @@ def describe(model: LoadedModel) -> dict[str, Any]:
         "document_prefix": spec.document_prefix,
         "provider": model.provider,
         "variant": model.variant,
-        "exact": is_exact(model),
-        "variant_check": variant_check(model.directory, model.variant),
+        "exact": model.exact,
+        "variant_check": model.variant_check,
         "license": spec.license,
     }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from service.app import create_app
+from service.launch.children import engine_socket
 from service.launch.supervisor import listening_socket
 from service.ops.shutdown import DrainingServer
 from service.settings import Settings
@@ -19,7 +20,7 @@ def run_front(settings: Settings, runtime: Path, replacement: bool = False) -> N
     engine loads); a replacement for one that died listens only once the engine and every
     model are ready here, so that the kernel sends it no connection it would refuse."""
     app = create_app(
-        settings, engine_socket=str(runtime / "engine.sock"), wait_for_engine=replacement
+        settings, engine_socket=str(engine_socket(runtime)), wait_for_engine=replacement
     )
     config = uvicorn.Config(
         app,

@@ -1,4 +1,5 @@
-"""What every process the supervisor starts does first: die with the supervisor."""
+"""What the supervisor and the processes it starts share: the runtime directory's layout,
+and what each process does first (die with the supervisor)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+
+
+def engine_socket(runtime: Path) -> Path:
+    """The engine's Unix socket in the supervisor's runtime directory."""
+    return runtime / "engine.sock"
+
+
+def metrics_directory(runtime: Path) -> Path:
+    """Where every process keeps its metrics (prometheus-client's multiprocess files)."""
+    return runtime / "metrics"
 
 
 def follow_parent(parent: int) -> None:

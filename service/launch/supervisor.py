@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from service.launch.children import metrics_directory
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ class Child:
     command: list[str]
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    restarts: int = 0
 
     def start(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(self.command, env=env)
@@ -67,12 +67,8 @@ class Supervisor:
     listener: socket.socket | None = None
     children: list[Child] = field(default_factory=list)
 
-    @property
-    def engine_socket(self) -> Path:
-        return self.runtime / "engine.sock"
-
     def run(self) -> int:
-        metrics = self.runtime / "metrics"
+        metrics = metrics_directory(self.runtime)
         metrics.mkdir()
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         self.listener = reserve(self.settings.host, self.settings.port)
@@ -109,7 +105,7 @@ class Supervisor:
             if child is None:
                 continue  # an orphan reaped as PID 1
             child.process = None
-            _mark_dead(pid, self.runtime / "metrics")
+            _mark_dead(pid, metrics_directory(self.runtime))
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 log.info("%s process %d exited (%d)", child.role, pid, code)
@@ -118,7 +114,6 @@ class Supervisor:
             log.error("%s process %d died (%d); starting another", child.role, pid, code)
             if time.monotonic() - child.started < RESTART_PAUSE_S:
                 time.sleep(RESTART_PAUSE_S)
-            child.restarts += 1
             if child.role == "front" and "--replacement" not in child.command:
                 child.command.insert(child.command.index("_front") + 1, "--replacement")
             if not self.stopping:

@@ -12,6 +12,7 @@ import numpy as np
 
 from service.errors import InferenceFailed
 from service.models.catalogue import ModelSpec
+from service.models.store import EXACT_COSINE
 from service.models.text import TextEncoder, load_text_encoder
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class LoadedModel:
     solo: bool = False  # adaptive sessions: runners[0] on all threads, the rest on one each
     resources: Any = None
     variant: str = "original"
+    # what the converter measured of this graph against fp32 (store.variant_check)
+    variant_check: dict[str, Any] = field(default_factory=dict)
     provider: str = "none"  # the ONNX Runtime provider of its sessions ("none": no session)
     session_threads: tuple[int, ...] = ()  # threads of each session (replicas, adaptive)
     batcher: Batched | None = None
@@ -47,6 +50,13 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def exact(self) -> bool:
+        """Whether the served graph gives the model's own vectors: fp32 (or a model without
+        a converted graph), or a variant the converter measured at min cosine EXACT_COSINE."""
+        measured = float(self.variant_check.get("min_cosine", 0.0))
+        return self.variant in ("fp32", "original") or measured >= EXACT_COSINE
 
     @property
     def encoder(self) -> TextEncoder:

@@ -14,10 +14,11 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec, spec_from_dict
+from service.settings import GraphVariant
 
 METADATA_FILE = "service_model.json"
 # Files a model directory may carry besides the graph; fetched when the repo has them.
@@ -47,7 +48,7 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
     return data
 
 
-VARIANTS = ("auto", "fp32", "optimized", "int8", "fp16")
+VARIANTS: tuple[str, ...] = get_args(GraphVariant)  # the names graph_variant takes
 
 
 def split_variant(reference: str) -> tuple[str, str | None]:
