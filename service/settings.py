@@ -150,8 +150,9 @@ class Settings(BaseSettings):
 
     # --- production: security, request limits, shutdown (issue 8, docs/production.md) --------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    """API keys, comma separated; when set, every route but /health and /ready (and /metrics
-    unless metrics_public) needs `Authorization: Bearer KEY`. Empty: no authentication."""
+    """API keys, comma separated; when set, every request but GET /health and GET /ready (GET
+    /metrics with metrics_public, GET / and the page's files with ui) needs `Authorization:
+    Bearer KEY`; POST / too. Empty: no authentication."""
     metrics_public: bool = False
     """Serve /metrics without an API key even when api_keys is set (for in-cluster scraping)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.front.guard import declared_length, key_matches
+from service.front.guard import PAGE_FILES, declared_length, key_matches, public_requests
+from service.settings import Settings
 from tests.conftest import engine_registry, serving
 from tests.envelope import error_of
+from tests.routes import every_request
 from tests.tiny_models import expected_dense
 
 EMBED = {"model": "tiny/dense", "input": ["hello world"]}
@@ -54,6 +56,44 @@ def test_api_keys_guard_every_route_but_probes(tiny_dense: tuple[Path, np.ndarra
         assert good.status_code == 200
         vector = np.array(good.json()["data"][0]["embedding"])
         np.testing.assert_allclose(vector, expected_dense(tiny_dense[1], "hello world"), atol=1e-6)
+
+
+@pytest.mark.parametrize("ui", [True, False])
+def test_every_route_and_method_needs_the_key_but_the_declared_public_ones(
+    tiny_dense: tuple[Path, np.ndarray], ui: bool
+) -> None:
+    """Walks the route table, so a route added later is covered the day it is added. With
+    keys set: 401 without the key, anything but 401 with it, except the declared public
+    requests (issue 33: POST / embedded without a key)."""
+    settings = {"models": [str(tiny_dense[0])], "api_keys": "k1", "ui": ui}
+    public = public_requests(Settings(**settings))
+    assert public == ({("GET", "/health"), ("GET", "/ready")} | ({("GET", "/")} if ui else set()))
+    with serving(**settings) as client:
+        requests = every_request(client.app)
+        assert ("POST", "/") in requests and ("POST", "/v1/embeddings") in requests
+        assert len(requests) > 30
+        key = {"Authorization": "Bearer k1"}
+        for method, path in requests:
+            page_file = ui and method in PAGE_FILES[1] and path.startswith(PAGE_FILES[0])
+            open_to_all = (method, path) in public or page_file
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            without = client.request(method, path, json=body)
+            if open_to_all:
+                assert without.status_code < 400, (method, path, without.status_code)
+            else:
+                assert without.status_code == 401, (method, path, without.status_code)
+            with_key = client.request(method, path, json=body, headers=key)
+            assert with_key.status_code != 401, (method, path)
+            assert with_key.status_code < 500, (method, path, with_key.status_code)
+        # the bug itself: TEI's bare-URL embed with the page on
+        embedded = client.post("/", json={"inputs": "hello world"})
+        assert_envelope_or_tei(embedded)
+        assert client.post("/", json={"inputs": "hello world"}, headers=key).status_code == 200
+
+
+def assert_envelope_or_tei(response: httpx.Response) -> None:
+    assert response.status_code == 401
+    assert "hello" not in response.text and "[" not in response.text[:2]
 
 
 def test_metrics_can_be_opened_while_keys_are_set(tiny_dense: tuple[Path, np.ndarray]) -> None:

@@ -15,8 +15,12 @@ import numpy as np
 import psutil
 import pytest
 
+from service.app import create_app
+from service.front.guard import public_requests
+from service.settings import Settings
 from tests import tiny_models
 from tests.prod_server import Server, running
+from tests.routes import every_request
 
 NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -90,6 +94,30 @@ def test_two_workers_share_the_port_the_engine_and_one_metrics(
         assert ready_body["models"]["tiny/dense"]["variant"] == "fp32"
         used = [sum(p.cpu_times()[:2]) - before[p.pid] for p in found["_front"]]
         assert all(seconds > 0 for seconds in used), used  # both processes served
+
+
+def test_api_keys_guard_every_route_in_every_process(tiny: tuple[Path, np.ndarray]) -> None:
+    """With keys set, every route and method of the app's route table answers 401 without
+    the key, in whichever request-handling process takes the connection, but the declared
+    public requests (issue 33); with the key, none does."""
+    directory, _ = tiny
+    env = {"EMBED_MODELS": str(directory), "EMBED_WORKERS": "2", "EMBED_API_KEYS": "k1"}
+    requests = every_request(create_app(Settings(models=[])))
+    public = public_requests(Settings(models=[], api_keys="k1"))
+    with running(env) as server:
+        for _ in range(2):  # new connections each time: both processes answer some
+            for method, path in requests:
+                body = {} if method == "POST" else None
+                without = httpx.request(method, f"{server.url}{path}", json=body, timeout=10)
+                page = path.startswith("/ui/") or (method, path) in public
+                assert (without.status_code == 401) != page, (method, path, without.status_code)
+                key = {"Authorization": "Bearer k1"}
+                with_key = httpx.request(
+                    method, f"{server.url}{path}", json=body, headers=key, timeout=10
+                )
+                assert with_key.status_code != 401, (method, path)
+        embedded = httpx.post(f"{server.url}/", json={"inputs": "hello world"}, timeout=10)
+        assert embedded.status_code == 401
 
 
 def test_a_killed_request_handling_process_is_replaced(tiny: tuple[Path, np.ndarray]) -> None:

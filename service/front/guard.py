@@ -29,7 +29,22 @@ from service.settings import Settings
 
 OPERATIONS = frozenset({"/health", "/ready", "/metrics"})
 """Routes that are never refused for load or draining (probes and scrapes must get through)."""
-WITHOUT_KEY = frozenset({"/health", "/ready"})
+
+PROBES = frozenset({("GET", "/health"), ("GET", "/ready")})
+"""The requests that never need an API key: the liveness and readiness probes (a kubelet
+sends no key). Everything else needs one when keys are set (docs/production.md)."""
+PAGE = frozenset({("GET", "/")})
+"""The try-it page, when it is on (``EMBED_UI``): it holds no data, and a browser cannot send
+a key for a page it navigates to. ``POST /`` (TEI's embed) is not in it."""
+PAGE_FILES = ("/ui/", frozenset({"GET", "HEAD"}))
+"""The page's static files: a path prefix and the methods that read them."""
+
+
+def public_requests(settings: Settings) -> frozenset[tuple[str, str]]:
+    """The (method, path) pairs answered without a key when keys are set; the page's files
+    (PAGE_FILES) besides, when the page is on."""
+    public = PROBES | (PAGE if settings.ui else frozenset())
+    return public | ({("GET", "/metrics")} if settings.metrics_public else frozenset())
 
 
 def key_matches(given: bytes, keys: list[bytes]) -> bool:
@@ -84,11 +99,8 @@ class Guard:
         self.app = app
         self.registry = registry
         self.keys = [key.get_secret_value().encode() for key in settings.api_keys]
-        self.without_key = WITHOUT_KEY | ({"/metrics"} if settings.metrics_public else set())
-        # the try-it page and its files (page_router.py): no data, and a browser cannot send
-        # a key for a page it navigates to; the API calls the page makes need the key
-        self.without_key |= {"/"} if settings.ui else set()
-        self.public_prefix = "/ui/" if settings.ui else None
+        self.without_key = public_requests(settings)
+        self.page_files = settings.ui
         self.max_body = settings.max_body_bytes
         # Routes that take uploads have their own, larger, body limit.
         self.route_limits = {
@@ -124,11 +136,11 @@ class Guard:
                 code="shutting_down",
                 headers={"Connection": "close"},
             )
-        public = path in self.without_key or (
-            self.public_prefix is not None and path.startswith(self.public_prefix)
-        )
-        needs_key = bool(self.keys) and not public
-        if needs_key and not key_matches(bearer_token(scope), self.keys):
+        if (
+            self.keys
+            and not self._public(scope)
+            and not key_matches(bearer_token(scope), self.keys)
+        ):
             raise Unauthorized(
                 "a valid API key is required: Authorization: Bearer KEY",
                 headers={"WWW-Authenticate": "Bearer"},
@@ -143,6 +155,12 @@ class Guard:
                 code="too_many_requests",
                 headers={"Retry-After": "1"},
             )
+
+    def _public(self, scope: Scope) -> bool:
+        method, path = scope["method"], scope["path"]
+        prefix, methods = PAGE_FILES
+        page_file = self.page_files and method in methods and path.startswith(prefix)
+        return page_file or (method, path) in self.without_key
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if declared_length(scope) is None and scope["method"] in ("POST", "PUT", "PATCH"):

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.front.errors import TEI_PATHS
-from service.front.guard import OPERATIONS, WITHOUT_KEY
+from service.front.guard import OPERATIONS, PROBES
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "ErrorResponse",
@@ -51,7 +51,7 @@ DESCRIPTIONS = {
 
 def error_statuses(path: str, method: str) -> list[str]:
     statuses = ["400", "413", "500"]
-    if path not in WITHOUT_KEY:
+    if (method.upper(), path) not in PROBES:
         statuses.append("401")
     if path not in OPERATIONS:
         statuses += ["429", "503"]
