@@ -1,13 +1,8 @@
 """The engine's side of the Unix socket: requests from every request-handling process into
-the models' batchers, one frame each way per request.
-
-A request-handling process sends ``("submit", id, model, items)`` with items already
-prepared (token ids, pixels) and ``("cancel", id)`` when its caller went away or timed out;
-the engine answers ``("done", id, results, queue_seconds, inference_seconds)`` or
-``("error", id, error_class, message, code, param, headers)``, and sends ``("status",
-status)`` on connecting and whenever the models' state changes. Replies produced in one turn
-of the event loop (a batch's worth) leave in one write. A connection that closes cancels its
-requests: their items are dropped before they cost inference.
+the models' batchers. The messages and the rules of the exchange are in
+service/wire/messages.py; replies produced in one turn of the event loop (a batch's worth)
+leave in one write. A connection that closes cancels its requests: their items are dropped
+before they cost inference.
 """
 
 from __future__ import annotations
@@ -21,31 +16,28 @@ from service.engine.batcher import Batcher, _Request
 from service.errors import ServiceError, Unavailable
 from service.models.registry import ModelRegistry
 from service.wire.connection import FramedProtocol
+from service.wire.messages import Cancel, Done, Failed, Message, ModelState, Status, Submit
 from service.wire.packing import pack_results, unpack_items
 
 log = logging.getLogger(__name__)
 
 
-def model_status(registry: ModelRegistry) -> dict[str, Any]:
+def model_status(registry: ModelRegistry) -> Status:
     """What a request-handling process needs to serve the models: each one's final spec
     (variant applied), directory and sessions, and whether all are ready."""
-    return {
-        "ready": registry.ready,
-        "error": registry.error,
-        "expected": registry.expected,
-        "models": {
-            name: {
-                "spec": model.spec,
-                "directory": str(model.directory),
-                "variant": model.variant,
-                "variant_check": model.variant_check,
-                "provider": model.provider,
-                "session_threads": model.session_threads,
-                "alive": model.batcher is None or model.batcher.alive,
-            }
-            for name, model in registry.models.items()
-        },
+    models = {
+        name: ModelState(
+            spec=model.spec,
+            directory=str(model.directory),
+            variant=model.variant,
+            variant_check=model.variant_check,
+            provider=model.provider,
+            session_threads=model.session_threads,
+            alive=model.batcher is None or model.batcher.alive,
+        )
+        for name, model in registry.models.items()
     }
+    return Status(registry.ready, registry.error, registry.expected, models)
 
 
 class EngineServer:
@@ -63,7 +55,7 @@ class EngineServer:
             if connection.transport is not None:
                 connection.transport.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         return model_status(self.registry)
 
     def publish(self) -> None:
@@ -71,7 +63,7 @@ class EngineServer:
         the engine starts draining); a process that connects later gets it on connecting."""
         status = self.status()
         for connection in list(self.connections):
-            connection.send(("status", status))
+            connection.send(status)
 
 
 class EngineConnection(FramedProtocol):
@@ -85,7 +77,7 @@ class EngineConnection(FramedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server.connections.add(self)
-        self.send(("status", self.server.status()))
+        self.send(self.server.status())
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -94,13 +86,16 @@ class EngineConnection(FramedProtocol):
             batcher.forget(request)
         self.pending.clear()
 
-    def received(self, message: Any) -> None:
-        if message[0] == "submit":
-            self.submit(*message[1:])
-        elif message[0] == "cancel":
-            found = self.pending.pop(message[1], None)
-            if found is not None:
-                found[0].forget(found[1])
+    def received(self, message: Message) -> None:
+        match message:
+            case Submit(rid, name, packed):
+                self.submit(rid, name, packed)
+            case Cancel(rid):
+                found = self.pending.pop(rid, None)
+                if found is not None:
+                    found[0].forget(found[1])
+            case _:
+                log.error("unexpected message from a request-handling process: %r", message)
 
     def submit(self, rid: int, name: str, packed: Any) -> None:
         model = self.server.registry.models.get(name)
@@ -122,7 +117,7 @@ class EngineConnection(FramedProtocol):
         error = request.future.exception()
         if error is None:
             wait, inference = batcher.finished(request)
-            self.send(("done", rid, pack_results(request.future.result()), wait, inference))
+            self.send(Done(rid, pack_results(request.future.result()), wait, inference))
         elif isinstance(error, ServiceError):
             self.fail(rid, error)
         else:  # the batcher turns inference errors into ServiceErrors; anything else is a bug
@@ -130,14 +125,5 @@ class EngineConnection(FramedProtocol):
             self.fail(rid, Unavailable("the engine failed this request"))
 
     def fail(self, rid: int, error: ServiceError) -> None:
-        self.send(
-            (
-                "error",
-                rid,
-                type(error).__name__,
-                error.message,
-                error.code,
-                error.param,
-                error.headers,
-            )
-        )
+        name = type(error).__name__
+        self.send(Failed(rid, name, error.message, error.code, error.param, error.headers))

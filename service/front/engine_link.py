@@ -27,6 +27,7 @@ from service.models.registry import ModelRegistry
 from service.ops import timing
 from service.ops.metrics import Metrics, ModelObserver
 from service.wire.connection import FramedProtocol
+from service.wire.messages import Cancel, Done, Failed, Message, ModelState, Status, Submit
 from service.wire.packing import pack_items, unpack_results
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class _Connection(FramedProtocol):
         self.link = link
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def received(self, message: Any) -> None:
+    def received(self, message: Message) -> None:
         self.link.received(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -62,7 +63,7 @@ class EngineLink:
         self._pending: dict[int, asyncio.Future[Answer]] = {}
         self._ids = itertools.count()
         self._adopting: asyncio.Task[None] | None = None
-        self._latest: dict[str, Any] = {"models": {}}  # the engine's last status
+        self._latest = Status(ready=False, error=None, expected=0, models={})  # the last one
         self._open_error: str | None = None  # a model the engine serves failed to open here
         registry.engine_ready = False  # until the engine says so
         self.serving = asyncio.Event()  # set once every model is open here and ready
@@ -107,32 +108,34 @@ class EngineLink:
         if pending:
             log.error("the engine went away with %d requests in flight", len(pending))
 
-    def received(self, message: Any) -> None:
-        kind = message[0]
-        if kind == "done":
-            future = self._pending.pop(message[1], None)
-            if future is not None and not future.done():
-                future.set_result((unpack_results(message[2]), message[3], message[4]))
-        elif kind == "error":
-            future = self._pending.pop(message[1], None)
-            if future is not None and not future.done():
-                future.set_exception(rebuild(*message[2:]))
-        elif kind == "status":
-            self._status(message[1])
+    def received(self, message: Message) -> None:
+        match message:
+            case Done(rid, results, wait, inference):
+                future = self._pending.pop(rid, None)
+                if future is not None and not future.done():
+                    future.set_result((unpack_results(results), wait, inference))
+            case Failed(rid, name, text, code, param, headers):
+                future = self._pending.pop(rid, None)
+                if future is not None and not future.done():
+                    future.set_exception(rebuild(name, text, code, param, headers))
+            case Status():
+                self._status(message)
+            case _:
+                log.error("unexpected message from the engine: %r", message)
 
-    def _status(self, status: dict[str, Any]) -> None:
+    def _status(self, status: Status) -> None:
         self._latest = status
-        self.registry.expected = status["expected"]
-        self.registry.error = status["error"] or self._open_error
-        self.registry.engine_ready = bool(status["ready"])
-        self.alive = {name: model["alive"] for name, model in status["models"].items()}
+        self.registry.expected = status.expected
+        self.registry.error = status.error or self._open_error
+        self.registry.engine_ready = status.ready
+        self.alive = {name: model.alive for name, model in status.models.items()}
         self._check_serving()
         if self._adopting is None and self._missing():
             self._adopting = asyncio.get_running_loop().create_task(self._adopt())
 
-    def _missing(self) -> dict[str, dict[str, Any]]:
+    def _missing(self) -> dict[str, ModelState]:
         """The models the engine's latest status names that are not open here yet."""
-        models: dict[str, dict[str, Any]] = self._latest["models"]
+        models = self._latest.models
         return {n: m for n, m in models.items() if n not in self.registry.models}
 
     async def _adopt(self) -> None:
@@ -166,21 +169,21 @@ class EngineLink:
         rid = next(self._ids)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
-        self._connection.send(("submit", rid, name, pack_items(items)))
+        self._connection.send(Submit(rid, name, pack_items(items)))
         return rid, future
 
     def cancel(self, rid: int) -> None:
         if self._pending.pop(rid, None) is not None and self._connection is not None:
-            self._connection.send(("cancel", rid))
+            self._connection.send(Cancel(rid))
 
 
-def _open(described: dict[str, Any]) -> LoadedModel:
-    spec = described["spec"]
-    model = open_model(spec, Path(described["directory"]), handler_for(spec))
-    model.variant = described["variant"]
-    model.variant_check = described["variant_check"]
-    model.provider = described["provider"]
-    model.session_threads = tuple(described["session_threads"])
+def _open(described: ModelState) -> LoadedModel:
+    spec = described.spec
+    model = open_model(spec, Path(described.directory), handler_for(spec))
+    model.variant = described.variant
+    model.variant_check = described.variant_check
+    model.provider = described.provider
+    model.session_threads = described.session_threads
     return model
 
 

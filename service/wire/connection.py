@@ -10,6 +10,7 @@ import asyncio
 from typing import Any, cast
 
 from service.wire.frames import FrameReader, encode
+from service.wire.messages import Message, from_wire, to_wire
 
 
 class FramedProtocol(asyncio.Protocol):
@@ -28,21 +29,21 @@ class FramedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         for messages in self._reader.feed(data):
             for message in messages:
-                self.received(message)
+                self.received(from_wire(message))
 
-    def received(self, message: Any) -> None:
+    def received(self, message: Message) -> None:
         raise NotImplementedError
 
     @property
     def open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    def send(self, message: Any) -> None:
+    def send(self, message: Message) -> None:
         if self.transport is None:
             return
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.append(message)
+        self._outgoing.append(to_wire(message))
 
     def _flush(self) -> None:
         """Everything queued, as one frame in one write (uvloop's writelines would try a
