@@ -61,7 +61,7 @@ def _serve(argv: Sequence[str]) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.ops.shutdown import DrainingServer
+    from service.launch.shutdown import DrainingServer
 
     app = create_app(settings)
     config = uvicorn.Config(
@@ -94,7 +94,7 @@ def _child(role: str, argv: Sequence[str]) -> int:
 
         uvloop.run(run_engine(settings, str(engine_socket(own.runtime))))
         return 0
-    from service.front.process import run_front
+    from service.launch.front import run_front
 
     run_front(settings, own.runtime, own.replacement)
     return 0

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.convert.export import ExportRequest, export
+from service.convert.export import export
+from service.convert.plan import ExportRequest
 from service.engine.loading import hub_options, load_model
 from service.engine.runner import CPU, OnnxRunner
 from service.models.kinds import dense, image, late, multimodal, rerank, sparse

@@ -9,7 +9,7 @@ import pytest
 
 from service.errors import ModelLoadError
 from service.models.catalogue import KINDS, CatalogueError, load_catalogue, spec_from_dict
-from service.models.kinds import handler_for
+from service.models.kinds.registry import handler_for
 from service.models.store import resolve_reference
 
 CATALOGUE = load_catalogue()

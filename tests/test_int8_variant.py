@@ -15,7 +15,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from service.convert.export import ExportRequest, export
+from service.convert.export import export
+from service.convert.plan import ExportRequest
 from service.convert.smoothing import channel_ranges, smooth, weighted_nodes
 from service.convert.variants import CHECK_TEXTS, check_batches, graph_inputs, sensitive_nodes
 from tests import scale_models

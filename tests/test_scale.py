@@ -23,7 +23,6 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.engine.batcher import BatchConfig, Batcher
-from service.engine.buffers import PadBuffers, padded_width
 from service.engine.loading import hub_options, load_model
 from service.engine.runner import CPU, CUDA, OnnxRunner
 from service.engine.scaling import (
@@ -35,6 +34,7 @@ from service.engine.scaling import (
     shape_grid,
     warmed_rows,
 )
+from service.models.buffers import PadBuffers, padded_width
 from service.models.kinds.dense import prepare_texts
 from service.models.store import resolve_reference
 from service.models.text import Encoded, pad_batch

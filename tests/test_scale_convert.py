@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.convert.export import ExportRequest, export
+from service.convert.export import export
+from service.convert.plan import ExportRequest
 from service.models.text import load_text_encoder
 from tests import scale_models
 from tests.conftest import serving

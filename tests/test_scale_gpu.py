@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.convert.export import ExportRequest, export
+from service.convert.export import export
+from service.convert.plan import ExportRequest
 from service.engine.loading import hub_options, load_model
 from service.engine.runner import CUDA, OnnxRunner
 from service.engine.scaling import batch_config, shape_grid

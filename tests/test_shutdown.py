@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from service.launch.shutdown import DrainingServer
 from service.models.registry import ModelRegistry
 from service.ops import logs
-from service.ops.shutdown import DrainingServer
 from tests.prod_server import running
 
 WORDS = [

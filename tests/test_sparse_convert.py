@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.convert.export import ExportRequest, export
+from service.convert.export import export
+from service.convert.plan import ExportRequest
 from tests import tiny_models
 from tests.exporting import EXPORT_WARNINGS
 

@@ -60,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    from service.convert.export import ExportRequest, export
+    from service.convert.export import export
+    from service.convert.plan import ExportRequest
     from service.convert.variants import read_texts
 
     args = parser().parse_args(argv)

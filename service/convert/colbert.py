@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # export.py imports this module to register the planner
-    from service.convert.export import ExportPlan, ExportRequest
+from service.convert.plan import (
+    ExportPlan,
+    ExportRequest,
+    keyword_module,
+    max_length_of,
+    text_example,
+)
 
 PROJECTION_KEYS = ("linear.weight", "colbert_linear.weight")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -91,13 +96,6 @@ def colbert_options(source: Path) -> dict[str, Any]:
 def plan_colbert(request: ExportRequest) -> ExportPlan:
     import torch
     import transformers
-
-    from service.convert.export import (
-        ExportPlan,
-        keyword_module,
-        max_length_of,
-        text_example,
-    )
 
     encoder = transformers.AutoModel.from_pretrained(
         str(request.source), attn_implementation="eager"

@@ -9,10 +9,9 @@ sentence vector (``options.pooled_output = 0``). Export the same checkpoint twic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # `export` imports this module to register its planners
-    from service.convert.export import ExportPlan, ExportRequest
+from service.convert.plan import ExportPlan, ExportRequest, keyword_module, text_example
 
 
 def _load(request: ExportRequest) -> Any:
@@ -39,8 +38,6 @@ def plan_image_tower(request: ExportRequest) -> ExportPlan:
     """pixel_values (batch, 3, H, W) -> image_embeds (batch, projection_dim), not normalised."""
     import torch
 
-    from service.convert.export import ExportPlan, keyword_module
-
     model = _load(request)
     size = int(model.config.vision_config.image_size)
     channels = int(getattr(model.config.vision_config, "num_channels", 3))
@@ -61,7 +58,6 @@ def plan_image_tower(request: ExportRequest) -> ExportPlan:
 
 def plan_text_tower(request: ExportRequest) -> ExportPlan:
     """input_ids, attention_mask -> text_embeds (batch, projection_dim): a dense model."""
-    from service.convert.export import ExportPlan, keyword_module, text_example
 
     model = _load(request)
     text_config = model.config.text_config

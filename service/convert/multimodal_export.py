@@ -11,10 +11,9 @@ positions in batch order; the service's collate orders them so).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # `export` imports this module to register its planner
-    from service.convert.export import ExportPlan, ExportRequest
+from service.convert.plan import ExportPlan, ExportRequest, keyword_module
 
 IMAGE_PROMPT = "Describe the image.\n"
 QUERY_PREFIX = "Query: "
@@ -37,8 +36,6 @@ def _example_pages(image_token: int, tokens: int, bos: int, pad: int) -> tuple[A
 def plan_colpali(request: ExportRequest) -> ExportPlan:
     import torch
     import transformers
-
-    from service.convert.export import ExportPlan, keyword_module
 
     loaded: Any = transformers.ColPaliForRetrieval.from_pretrained(
         str(request.source), attn_implementation="eager"

@@ -14,10 +14,15 @@ with ``--token-outputs``, with ``--attentions`` (BM42) and with the older ``--po
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from service.convert.export import ExportPlan, ExportRequest
+from service.convert.plan import (
+    ExportPlan,
+    ExportRequest,
+    plan_dense,
+    plan_transformer,
+    sentence_transformers_config,
+)
 
 GRAPH_POOLINGS = ("mean", "cls", "last")
 OUTPUT = "sentence_embedding"
@@ -40,8 +45,6 @@ def dense_spec(request: ExportRequest) -> dict[str, Any]:
     """dim, pooling and normalize as the plain dense planner records them."""
     import transformers
 
-    from service.convert.export import sentence_transformers_config
-
     found = sentence_transformers_config(request.source)
     config = transformers.AutoConfig.from_pretrained(str(request.source))
     normalize = found.get("normalize", True) if request.normalize is None else request.normalize
@@ -51,7 +54,6 @@ def dense_spec(request: ExportRequest) -> dict[str, Any]:
 
 def plan_dense_pooled(request: ExportRequest) -> ExportPlan:
     """Dense models: pooling in the graph where it fits, token outputs otherwise."""
-    from service.convert.export import plan_dense, plan_transformer
 
     if request.attentions or request.pool_in_graph or request.token_outputs:
         return plan_dense(request)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from service.convert.export import ExportPlan, ExportRequest
+from service.convert.plan import ExportPlan, ExportRequest, plan_transformer
 
 BM42_OUTPUT = "attention_6"
 
@@ -28,14 +27,13 @@ def tokenizer_max_length(request: ExportRequest) -> int:
 
 
 def plan_bm42(request: ExportRequest) -> ExportPlan:
-    from service.convert import export  # export.py imports this module for PLANNERS
 
     spec = {
         "kind": "sparse",
         "max_length": tokenizer_max_length(request),
         "options": {"family": "bm42", "attention_output": BM42_OUTPUT},
     }
-    plan = export.plan_transformer(
+    plan = plan_transformer(
         replace(request, attentions=True),
         "AutoModel",
         lambda out, kw: out.attentions[-1],

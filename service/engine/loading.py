@@ -12,7 +12,7 @@ from service.engine.runner import CUDA, OnnxRunner, SharedWeights, choose_provid
 from service.engine.weights import Unreadable, read_initializers
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec, load_catalogue
-from service.models.kinds import KIND_HANDLERS, handler_for
+from service.models.kinds.registry import KIND_HANDLERS, handler_for
 from service.models.loaded import LoadedModel, open_model
 from service.models.registry import ModelRegistry
 from service.models.store import (

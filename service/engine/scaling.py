@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from service.engine.batcher import BatchConfig
-from service.engine.buffers import PadBuffers
 from service.engine.runner import CUDA
+from service.models.buffers import PadBuffers
 from service.models.loaded import LoadedModel
 from service.models.text import Encoded
 from service.settings import Settings

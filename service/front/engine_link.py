@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ModelLoadError, Unavailable, rebuild, timed_out
-from service.models.kinds import handler_for
+from service.models.kinds.registry import handler_for
 from service.models.loaded import LoadedModel, open_model
 from service.models.registry import ModelRegistry
 from service.ops import timing

@@ -1,7 +1,7 @@
 """The supervisor of the multi-process mode (``EMBED_WORKERS`` above 1; docs/scaling.md).
 
 It reserves the port, starts the engine process (service/engine/main.py) and the
-request-handling processes (service/front/process.py), which each listen on the port with
+request-handling processes (service/launch/front.py), which each listen on the port with
 SO_REUSEPORT, so that the kernel spreads new connections evenly over them (one shared
 listening socket let one process accept a burst of 64 connections alone: half the
 throughput), and then only watches them:

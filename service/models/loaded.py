@@ -17,7 +17,7 @@ from service.models.text import TextEncoder, load_text_encoder
 
 if TYPE_CHECKING:
     from service.engine.runner import OnnxRunner
-    from service.models.kinds import KindHandler
+    from service.models.kinds.contract import KindHandler
 
 
 class Batched(Protocol):

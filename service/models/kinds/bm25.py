@@ -25,7 +25,7 @@ from py_rust_stemmers import SnowballStemmer
 
 from service.errors import InvalidInput
 from service.models.catalogue import ModelSpec
-from service.models.kinds import KindHandler
+from service.models.kinds.contract import KindHandler
 from service.models.kinds.encoded import InputType
 from service.models.kinds.sparse import SparseVector
 

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.models.catalogue import ModelSpec
-from service.models.kinds import Feeds, KindHandler
 from service.models.kinds.bm25 import stemmer, token_id
+from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.encoded import collate
 from service.models.kinds.sparse import SparseVector, warmup  # SPLADE's: the same texts
 from service.models.text import Encoded

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from service.engine.buffers import PadBuffers
 from service.errors import InferenceFailed
+from service.models.buffers import PadBuffers
 from service.models.catalogue import ModelSpec
 from service.models.chunking import Windowed
-from service.models.kinds import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.encoded import InputType, with_lengths
 from service.models.kinds.encoded import collate as encoded_collate
 from service.models.text import Encoded, encode_texts, encode_token_ids

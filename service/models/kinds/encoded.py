@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from service.models.kinds import Feeds
+from service.models.kinds.contract import Feeds
 from service.models.text import Encoded, pad_batch
 
 if TYPE_CHECKING:

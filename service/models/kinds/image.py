@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from service.models.catalogue import ModelSpec
 from service.models.images import ImageConfig, Pixels, decode_image, load_image_config, preprocess
-from service.models.kinds import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 
 from service.errors import ModelLoadError, PayloadTooLarge
 from service.models.catalogue import ModelSpec
-from service.models.kinds import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.dense import l2_normalize
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from tokenizers import Tokenizer
 from service.errors import InvalidInput, PayloadTooLarge
 from service.models.catalogue import ModelSpec
 from service.models.images import ImageConfig, Pixels, decode_image, load_image_config, preprocess
-from service.models.kinds import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel

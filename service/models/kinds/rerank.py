@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import PayloadTooLarge
-from service.models.kinds import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.encoded import collate, with_lengths
 from service.models.text import Encoded, TextEncoder, encode_pairs
 

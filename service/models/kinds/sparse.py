@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec
-from service.models.kinds import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.encoded import InputType, collate, with_lengths
 from service.models.text import Encoded, encode_texts
 

@@ -10,8 +10,8 @@ import uvicorn
 
 from service.app import create_app
 from service.launch.children import engine_socket
+from service.launch.shutdown import DrainingServer
 from service.launch.supervisor import listening_socket
-from service.ops.shutdown import DrainingServer
 from service.settings import Settings
 
 

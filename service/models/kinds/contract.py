@@ -1,0 +1,44 @@
+"""What a kind provides: how a batch of prepared payloads becomes graph feeds (``collate``),
+how graph outputs become one result per payload (``postprocess``), what to run at start-up to
+warm the session (``warmup``), and what the model directory must hold. Each kind module
+builds one ``KindHandler``; registry.py maps kind names to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.models.catalogue import ModelSpec
+
+if TYPE_CHECKING:
+    from service.models.loaded import LoadedModel
+
+Feeds = dict[str, npt.NDArray[Any]]
+Collate = Callable[["LoadedModel", Sequence[Any]], Feeds]
+Postprocess = Callable[["LoadedModel", list[npt.NDArray[Any]], Feeds, Sequence[Any]], Sequence[Any]]
+Warmup = Callable[["LoadedModel"], list[tuple[int, Any]]]
+LoadResources = Callable[[ModelSpec, Path], Any]
+
+
+@dataclass(frozen=True)
+class KindHandler:
+    collate: Collate
+    postprocess: Postprocess
+    warmup: Warmup
+    needs_text: bool = True
+    needs_session: bool = True
+    load_resources: LoadResources | None = None
+    extra_files: tuple[str, ...] = ()
+
+
+def no_resources(spec: ModelSpec, directory: Path) -> None:
+    return None
+
+
+def as_float32(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    return np.ascontiguousarray(array, dtype=np.float32)

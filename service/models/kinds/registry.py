@@ -1,0 +1,24 @@
+"""The kinds by name: a plain dict from kind (or ``kind/family``) to its handler."""
+
+from __future__ import annotations
+
+from service.models.catalogue import ModelSpec
+from service.models.kinds import bm25, bm42, dense, image, late, multimodal, rerank, sparse
+from service.models.kinds.contract import KindHandler
+
+KIND_HANDLERS: dict[str, KindHandler] = {
+    "dense": dense.HANDLER,
+    "late": late.HANDLER,
+    "rerank": rerank.HANDLER,
+    "sparse": sparse.HANDLER,
+    "sparse/bm25": bm25.HANDLER,
+    "sparse/bm42": bm42.HANDLER,
+    "image": image.HANDLER,
+    "multimodal": multimodal.HANDLER,
+}
+
+
+def handler_for(spec: ModelSpec) -> KindHandler:
+    """The kind's handler, or a family's (``kind/options.family``) where one is registered."""
+    family = f"{spec.kind}/{spec.options.get('family', '')}"
+    return KIND_HANDLERS.get(family) or KIND_HANDLERS[spec.kind]
