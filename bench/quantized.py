@@ -5,7 +5,7 @@ docs: section headings as queries, paragraphs as passages).
     python -m bench.quantized [--model DIR] [--queries N] [--passages N]   (make recall)
 
 The model's fp32 graph embeds the texts as the service serves them (pooled, normalised); the
-quantised vectors are the service's own (service/front/quantize.py) with the int8 ranges the
+quantised vectors are the service's own (service/front/serving/quantize.py) with the int8 ranges the
 converter records: measured on its check texts and the bench queries, as `make models` does
 (the passages are not among them). Each query's float top 10 (cosine) is the truth; recall@10
 is the share of it a quantised search finds in its own top 10, averaged over the queries.
@@ -25,7 +25,7 @@ import onnxruntime as ort
 from bench.corpus import CORPUS, ROOT, load, sorted_batches, tokenizer
 from service.convert.calibration import calibrate
 from service.convert.variants import CHECK_TEXTS, read_texts
-from service.front.quantize import pack_bits, scale_bytes
+from service.front.serving.quantize import pack_bits, scale_bytes
 from service.models.kinds.dense import l2_normalize
 
 K = 10

@@ -10,25 +10,23 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from service.engine.loading import load_all, stop_all
-from service.front import (
-    cohere_router,
-    dense_router,
-    errors,
-    guard,
-    image_router,
-    late_router,
-    multimodal_router,
-    openapi_docs,
-    ops_router,
-    page_router,
-    rerank_router,
-    sparse_router,
-    tei_router,
-)
-from service.front.deps import ClientGone, client_gone_response
 from service.front.engine_link import EngineLink
-from service.front.json_routes import JsonRoutes, json_routes
-from service.front.middleware import RequestContext
+from service.front.http import errors, guard, openapi
+from service.front.http.json_routes import JsonRoutes, json_routes
+from service.front.http.middleware import RequestContext
+from service.front.routes import (
+    cohere,
+    dense,
+    image,
+    late,
+    multimodal,
+    ops,
+    page,
+    rerank,
+    sparse,
+    tei,
+)
+from service.front.shared.deps import ClientGone, client_gone_response
 from service.models.registry import ModelRegistry
 from service.ops.metrics import Metrics
 from service.settings import Settings
@@ -37,15 +35,15 @@ log = logging.getLogger(__name__)
 
 # Included without a prefix or dependencies, as the JSON routes' short path requires.
 ROUTERS = (
-    dense_router.router,
-    late_router.router,
-    rerank_router.router,
-    image_router.router,
-    multimodal_router.router,
-    ops_router.router,
-    sparse_router.router,
-    cohere_router.router,
-    tei_router.router,
+    dense.router,
+    late.router,
+    rerank.router,
+    image.router,
+    multimodal.router,
+    ops.router,
+    sparse.router,
+    cohere.router,
+    tei.router,
 )
 
 
@@ -98,10 +96,10 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     if settings.ui:
-        page_router.install(app)  # GET / and /ui/: not a JSON route
+        page.install(app)  # GET / and /ui/: not a JSON route
     if settings.json_short_path:
         app.add_middleware(JsonRoutes, routes=json_routes(ROUTERS))  # inside the guard
     guard.install(app, settings, registry)
-    openapi_docs.install(app)
+    openapi.install(app)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     json_short_path: bool = True
     """Well-formed JSON requests to the embedding routes skip FastAPI's routing, dependency
     solving and JSON reading, and go straight to the same endpoint functions
-    (service/front/json_routes.py); false: every request through FastAPI."""
+    (service/front/http/json_routes.py); false: every request through FastAPI."""
 
     # --- models --------------------------------------------------------------------------
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL])

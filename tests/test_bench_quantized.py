@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench import quantized
-from service.front.quantize import pack_bits
+from service.front.serving.quantize import pack_bits
 
 
 def test_top_k_is_best_first_and_recall_counts_shared_indices() -> None:

@@ -190,7 +190,7 @@ def test_an_unexpected_error_is_a_generic_500_with_the_request_id(
     def broken(*_: Any, **__: Any) -> Any:
         raise KeyError(SECRET)
 
-    monkeypatch.setattr("service.front.dense_router.shape_vectors", broken)
+    monkeypatch.setattr("service.front.routes.dense.shape_vectors", broken)
     with service(tiny_dense) as client:
         response = client.post("/v1/embeddings", json=BODY, headers={"x-request-id": "rq-3"})
         assert response.status_code == 500

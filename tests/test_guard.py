@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.front.guard import PAGE_FILES, declared_length, key_matches, public_requests
+from service.front.http.guard import PAGE_FILES, declared_length, key_matches, public_requests
 from service.settings import Settings
 from tests.conftest import engine_registry, serving
 from tests.envelope import error_of

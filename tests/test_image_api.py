@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.front.guard import read_body, too_large
+from service.front.http.guard import read_body, too_large
 from tests import image_models
 from tests.conftest import serving
 from tests.envelope import error_of
@@ -316,7 +316,7 @@ def test_concurrent_image_requests_share_one_batch(tiny_clip) -> None:
     """Two requests prepared at the same time are merged into one inference batch, and each
     gets its own vectors back (PyTorch's, in its order)."""
     from service.engine.loading import load_all, stop_all
-    from service.front.image_serving import embed_images
+    from service.front.serving.image import embed_images
     from service.models.registry import ModelRegistry
     from service.ops.metrics import Metrics
     from service.settings import Settings

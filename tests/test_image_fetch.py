@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from service.errors import InvalidInput, PayloadTooLarge
-from service.front.image_fetch import FetchPolicy, fetch_image, is_public
+from service.front.shared.image_fetch import FetchPolicy, fetch_image, is_public
 from tests import image_models
 from tests.conftest import serving
 

@@ -1,4 +1,4 @@
-"""The short path for JSON routes (service/front/json_routes.py): which routes it takes, that
+"""The short path for JSON routes (service/front/http/json_routes.py): which routes it takes, that
 well-formed requests skip FastAPI's request handling, and that every answer, good or bad, is
 the one FastAPI gives for the same request."""
 
@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from starlette.middleware import Middleware
 
 from service.app import ROUTERS
-from service.front import dense_router
-from service.front.json_routes import JsonRoutes, json_routes
+from service.front.http.json_routes import JsonRoutes, json_routes
+from service.front.routes import dense as dense_router
 from tests.conftest import metric, serving
 
 MODEL = "tiny/dense"

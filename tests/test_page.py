@@ -174,7 +174,7 @@ def test_with_api_keys_the_page_asks_for_one_and_sends_it(model_dirs: list[str])
 
 def test_the_page_is_off_with_the_setting(tiny_dense: tuple[Path, np.ndarray]) -> None:
     with serving(models=[str(tiny_dense[0])], ui=False) as client:
-        # GET / is not served; POST / is TEI's embed (tei_router.py), hence 405 there
+        # GET / is not served; POST / is TEI's embed (routes/tei.py), hence 405 there
         for path, status in (("/", 405), ("/ui/app.js", 404)):
             response = client.get(path)
             assert response.status_code == status

@@ -1,4 +1,4 @@
-"""Quantised outputs (service/front/quantize.py): the same values as sentence-transformers'
+"""Quantised outputs (service/front/serving/quantize.py): the same values as sentence-transformers'
 quantize_embeddings, on /embed/dense with the tiny dense model calibrated by the converter's
 own calibration command."""
 
@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from service.convert import calibration
-from service.front.quantize import pack_bits, scale_bytes
+from service.front.serving.quantize import pack_bits, scale_bytes
 from tests import tiny_models
 from tests.conftest import serving
 from tests.envelope import error_of

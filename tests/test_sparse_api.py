@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.front import hybrid_serving
-from service.front.hybrid_serving import HybridOptions, Member, embed_hybrid
+from service.front.serving import hybrid as hybrid_serving
+from service.front.serving.hybrid import HybridOptions, Member, embed_hybrid
 from tests import tiny_models
 from tests.conftest import serving
 from tests.envelope import error_of

@@ -1,4 +1,4 @@
-"""TEI's routes (service/front/tei_router.py) and Cohere's (cohere_router.py) on tiny models
+"""TEI's routes (service/front/routes/tei.py) and Cohere's (routes/cohere.py) on tiny models
 whose answers are exact: the shapes TEI's and Cohere's clients parse, TEI's error shape on
 TEI's routes only, and /rerank telling TEI's body from Cohere's."""
 

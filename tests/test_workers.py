@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from service.app import create_app
-from service.front.guard import public_requests
+from service.front.http.guard import public_requests
 from service.settings import Settings
 from tests import tiny_models
 from tests.prod_server import Server, running

@@ -1,5 +1,5 @@
 """Per-dimension ranges of a dense model's vectors, for int8 and uint8 outputs
-(service/front/quantize.py).
+(service/front/serving/quantize.py).
 
 The fp32 graph embeds the calibration texts (the converter's check texts: a varied built-in
 set plus any ``--check-texts``) in length-sorted batches; the vectors are pooled and

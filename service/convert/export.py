@@ -113,7 +113,7 @@ def export(request: ExportRequest) -> dict[str, Any]:
             fp16=request.fp16,
             check_texts=request.check_texts,
         )
-    if request.kind == "dense":  # int8 / uint8 output ranges (service/front/quantize.py)
+    if request.kind == "dense":  # int8 / uint8 output ranges (service/front/serving/quantize.py)
         from service.convert.calibration import calibrate
         from service.convert.variants import CHECK_TEXTS
 

@@ -1,0 +1,72 @@
+"""POST /embed/multimodal logic: pages (images) and queries into multi-vectors, and MaxSim."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from service.errors import InvalidInput
+from service.front.schemas.image import EncodingFormat
+from service.front.schemas.multimodal import MultimodalRequest
+from service.front.serving.image import (
+    check_count,
+    check_form_fields,
+    decode_base64,
+    form_encoding_format,
+    parse_json,
+    read_body,
+    read_form,
+)
+from service.front.shared.inputs import QUERIES, check_texts
+from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
+from service.models.loaded import LoadedModel
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class MultimodalInputs:
+    queries: list[str]
+    images: list[bytes]
+    model: str | None
+    scores: bool
+    encoding_format: EncodingFormat = "float"
+
+
+async def read_multimodal_request(request: Request, settings: Settings) -> MultimodalInputs:
+    media_type, body = await read_body(request, "application/json or multipart/form-data")
+    if media_type == "application/json":
+        parsed = parse_json(MultimodalRequest, body)
+        if parsed.images:
+            check_count(len(parsed.images), settings)
+        images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
+        inputs = MultimodalInputs(
+            parsed.queries, images, parsed.model, parsed.scores, parsed.encoding_format
+        )
+    else:
+        images, fields = await read_form(request, body, settings, settings.max_inputs_per_request)
+        check_form_fields((key for key, _ in fields), {"queries", "model", "encoding_format"})
+        queries = [value for key, value in fields if key == "queries"]
+        model = next((value for key, value in fields if key == "model"), None)
+        wanted = next((value for key, value in fields if key == "encoding_format"), "float")
+        encoding_format = form_encoding_format(wanted)
+        inputs = MultimodalInputs(queries, images, model or None, True, encoding_format)
+    check_texts(inputs.queries, settings, QUERIES)
+    if not inputs.queries and not inputs.images:
+        raise InvalidInput("send queries, images, or both", param="queries")
+    return inputs
+
+
+async def embed_multimodal(
+    model: LoadedModel, inputs: MultimodalInputs, settings: Settings
+) -> tuple[list[MultiVectors], list[MultiVectors]]:
+    """Queries and pages through the model's batcher (prepared in its threads), concurrently."""
+    assert model.batcher is not None
+    batcher = model.batcher
+    max_pixels = settings.image_max_pixels
+    queries, pages = await asyncio.gather(
+        batcher.submit(lambda: prepare_queries(model, inputs.queries)),
+        batcher.submit(lambda: prepare_pages(model, inputs.images, max_pixels)),
+    )
+    return queries, pages

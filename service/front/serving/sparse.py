@@ -1,0 +1,92 @@
+"""Sparse embedding logic: SPLADE and BM42 documents go through the model's batcher; BM25
+and BM42 queries need no inference and run in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput
+from service.front.shared.batched import lengths, submit_counted
+from service.models.kinds import bm25, bm42
+from service.models.kinds.encoded import InputType
+from service.models.kinds.sparse import SparseVector, family, prepare_texts
+from service.models.loaded import LoadedModel
+
+EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class SparseResult:
+    vectors: list[SparseVector]
+    tokens: int
+
+
+def check_language(model: LoadedModel, language: str | None) -> None:
+    if language is None:
+        return
+    if family(model) != "bm25":
+        raise InvalidInput(
+            f"language applies to BM25 models only; {model.name!r} is a {family(model)} model",
+            param="language",
+        )
+    bm25.check_language(language)
+
+
+async def embed_sparse(
+    model: LoadedModel,
+    texts: Sequence[str],
+    *,
+    input_type: InputType,
+    truncate: bool,
+    language: str | None = None,
+) -> SparseResult:
+    """Sparse vectors for `texts`, in order; an empty string gets an empty vector."""
+    check_language(model, language)
+    kept = [i for i, text in enumerate(texts) if text]
+    result = await _embed_non_empty(model, [texts[i] for i in kept], input_type, truncate, language)
+    vectors = [EMPTY] * len(texts)
+    for index, vector in zip(kept, result.vectors, strict=True):
+        vectors[index] = vector
+    return SparseResult(vectors, result.tokens)
+
+
+async def _embed_non_empty(
+    model: LoadedModel,
+    texts: list[str],
+    input_type: InputType,
+    truncate: bool,
+    language: str | None,
+) -> SparseResult:
+    if not texts:
+        return SparseResult([], 0)
+    kind = family(model)
+    if kind == "bm25":
+        vectors = await asyncio.to_thread(bm25.embed, model, texts, input_type, language)
+        return SparseResult(vectors, sum(len(bm25.words(text)) for text in texts))
+    if kind == "bm42" and input_type == "query":
+        counted: list[int] = []
+
+        def queries() -> list[SparseVector]:
+            items = prepare_texts(model, texts, input_type, truncate)
+            counted.append(lengths(items))
+            return bm42.query_vectors(model, [encoded for _, encoded in items])
+
+        vectors = await asyncio.to_thread(queries)
+        return SparseResult(vectors, counted[0])
+
+    vectors, tokens = await submit_counted(
+        model, lambda: prepare_texts(model, texts, input_type, truncate)
+    )
+    return SparseResult(vectors, tokens)
+
+
+def render(vector: SparseVector, with_tokens: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"indices": vector.indices, "values": vector.values}
+    if with_tokens:
+        body["tokens"] = list(vector.tokens)
+    return body
