@@ -18,7 +18,7 @@ router = APIRouter(tags=["Late interaction"])
 @router.post("/embed/late", response_model=LateResponse)
 async def embed_late_route(body: LateRequest, request: Request) -> Response:
     """One L2-normalised vector per token, with ColBERT's query and document rules."""
-    call = texts_call(request, body, "late")
+    call = texts_call(request, body, ("late", "m3"))
     model, texts = call.model, call.texts
     queries, documents = (texts, []) if body.input_type == "query" else ([], texts)
     result = await deps.until_disconnect(
@@ -45,7 +45,7 @@ async def maxsim_route(body: MaxSimRequest, request: Request) -> Response:
     settings = deps.settings(request)
     texts = check_documents(body.query, body.documents, settings)
     needs_model = bool(texts) or isinstance(body.query, str)
-    model = deps.pick_model(request, body.model, "late") if needs_model else None
+    model = deps.pick_model(request, body.model, "late", "m3") if needs_model else None
     truncate = truncation(settings, body.truncate)
     query, documents, tokens = await deps.until_disconnect(
         request, resolve_late(model, body.query, body.documents, truncate=truncate)

@@ -63,11 +63,12 @@ class ChunkedSparseResponse(BaseModel):
 class HybridMember(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="A served dense or sparse model.")
+    model: str = Field(description="A served dense, sparse, late or BGE-M3 model.")
     name: str | None = Field(
         None,
         description="Vector name in the answer (default: the model's kind if no other "
-        "member has that kind, else the last part of the model's name).",
+        "member has that kind, else the last part of the model's name). A BGE-M3 member "
+        "gives three vectors, dense, sparse and late, with this name and '-' before them.",
     )
 
 
@@ -84,5 +85,5 @@ class HybridRequest(BaseModel):
 
 class HybridResponse(BaseModel):
     models: dict[str, str] = Field(description="Vector name -> model name.")
-    vectors: list[dict[str, list[float] | SparseEmbedding]]
+    vectors: list[dict[str, list[float] | SparseEmbedding | list[list[float]]]]
     usage: Usage

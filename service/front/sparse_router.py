@@ -22,6 +22,7 @@ from service.front.sparse_protocol import (
 from service.front.sparse_serving import embed_sparse, render
 
 router = APIRouter()
+HYBRID_KINDS = ("dense", "sparse", "late", "m3")
 
 
 @router.post(
@@ -30,7 +31,7 @@ router = APIRouter()
 async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
     """Sparse vectors (indices sorted ascending); an empty input gets an empty vector. With
     `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
-    call = texts_call(request, body, "sparse", INPUTS)
+    call = texts_call(request, body, ("sparse", "m3"), INPUTS)
     model = call.model
     if body.chunking is not None:
         rules = chunk_rules(model, body.chunking, deps.settings(request))
@@ -57,13 +58,15 @@ async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
 
 @router.post("/embed/hybrid", response_model=HybridResponse, tags=["Embeddings"])
 async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
-    """Dense and sparse vectors of several models per input, named for Qdrant's named vectors."""
+    """Dense, sparse and multi-vectors of several models per input, named for Qdrant's named
+    vectors; a BGE-M3 member gives its three from one run of the model."""
     asked = [(m, None) if isinstance(m, str) else (m.model, m.name) for m in body.models]
-    models = [deps.pick_model(request, name, "dense", "sparse") for name, _ in asked]
+    models = [deps.pick_model(request, name, *HYBRID_KINDS) for name, _ in asked]
     names = vector_names(models, [given for _, given in asked])
     texts = as_list(body.inputs)
     settings = deps.settings(request)
-    check_texts(texts, settings, INPUT if any(m.spec.kind == "dense" for m in models) else INPUTS)
+    only_sparse = all(m.spec.kind == "sparse" for m in models)  # the others refuse empty texts
+    check_texts(texts, settings, INPUTS if only_sparse else INPUT)
     options = HybridOptions(
         body.input_type,
         truncation(settings, body.truncate),
