@@ -16,11 +16,14 @@ from service.front.dense_serving import embed as embed_dense
 from service.front.dense_serving import shape_vectors
 from service.front.encoding import encode_vectors
 from service.front.late_serving import embed_late
+from service.front.multivector_protocol import Compression
+from service.front.multivector_serving import compress, vector_value
 from service.front.sparse_serving import embed_sparse, render
 from service.models.kinds import m3
 from service.models.kinds.encoded import InputType
 from service.models.kinds.m3 import is_m3
 from service.models.loaded import LoadedModel
+from service.models.multivector import Matrix
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,13 @@ class HybridOptions:
     truncate: bool
     language: str | None
     return_tokens: bool
+    compression: Compression | None = None  # of the multi-vectors
+
+
+async def multi_vectors(matrices: list[Matrix], options: HybridOptions) -> list[Any]:
+    """The late members' vectors, compressed as the request asks."""
+    sides = [options.input_type] * len(matrices)
+    return [vector_value(found) for found in await compress(matrices, options.compression, sides)]
 
 
 def vector_names(models: Sequence[LoadedModel], asked: Sequence[str | None]) -> list[str]:
@@ -81,7 +91,8 @@ async def _member_vectors(
         queries = list(texts) if options.input_type == "query" else []
         documents = [] if queries else list(texts)
         late = await embed_late(model, queries, documents, truncate=options.truncate)
-        return [{member.name: matrix} for matrix in late.matrices], late.tokens
+        matrices = await multi_vectors(late.matrices, options)
+        return [{member.name: matrix} for matrix in matrices], late.tokens
     if model.spec.kind == "dense":
         result = await embed_dense(
             model, texts, input_type=options.input_type, truncate=options.truncate
@@ -107,8 +118,9 @@ async def _m3_vectors(
         model, lambda: m3.prepare(model, texts, m3.OUTPUTS, options.truncate)
     )
     names = dict(zip(m3.OUTPUTS, output_names(model, member.name), strict=True))
+    late = await multi_vectors([found.late for found in results], options)
     rows: Rows = []
-    for found in results:
+    for found, matrix in zip(results, late, strict=True):
         dense = shape_vectors(
             found.dense[None], normalize=model.spec.normalize, dimensions=None, dim=None
         )[0]
@@ -116,7 +128,7 @@ async def _m3_vectors(
             {
                 names["dense"]: dense,
                 names["sparse"]: render(found.sparse, options.return_tokens),
-                names["late"]: found.late,
+                names["late"]: matrix,
             }
         )
     return rows, tokens

@@ -10,6 +10,12 @@ from service.front.encoding import json_response, multi_vector_item, token_usage
 from service.front.inputs import texts_call, truncation
 from service.front.late_protocol import LateRequest, LateResponse, MaxSimRequest, MaxSimResponse
 from service.front.late_serving import embed_late, maxsim_scores, resolve_late
+from service.front.multivector_serving import (
+    check_compression,
+    compress,
+    compressed_item,
+    is_raw,
+)
 from service.front.rerank_serving import check_documents
 
 router = APIRouter(tags=["Late interaction"])
@@ -20,6 +26,8 @@ async def embed_late_route(body: LateRequest, request: Request) -> Response:
     """One L2-normalised vector per token, with ColBERT's query and document rules."""
     call = texts_call(request, body, ("late", "m3"))
     model, texts = call.model, call.texts
+    if not is_raw(body.compress):
+        check_compression(body.compress, model, body.return_tokens)
     queries, documents = (texts, []) if body.input_type == "query" else ([], texts)
     result = await deps.until_disconnect(
         request,
@@ -27,9 +35,14 @@ async def embed_late_route(body: LateRequest, request: Request) -> Response:
             model, queries, documents, truncate=call.truncate, with_tokens=body.return_tokens
         ),
     )
-    embeddings = [
-        multi_vector_item(i, m, body.encoding_format) for i, m in enumerate(result.matrices)
-    ]
+    if is_raw(body.compress):
+        embeddings = [
+            multi_vector_item(i, m, body.encoding_format) for i, m in enumerate(result.matrices)
+        ]
+    else:
+        sides = [body.input_type] * len(result.matrices)
+        found = await compress(result.matrices, body.compress, sides)
+        embeddings = [compressed_item(i, f, body.encoding_format) for i, f in enumerate(found)]
     for item, strings in zip(embeddings, result.token_strings, strict=False):
         item["token_strings"] = strings
     usage = token_usage(result.tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.front.chunking_protocol import Chunking, ChunkPlace
+from service.front.multivector_protocol import Compression
 from service.front.protocol import InputType, Usage
 
 
@@ -81,9 +82,12 @@ class HybridRequest(BaseModel):
     truncate: bool | None = None
     language: str | None = Field(None, description="For BM25 members.")
     return_tokens: bool = False
+    compress: Compression | None = Field(
+        None, description="The late members' multi-vectors pooled, MUVERA or binarised."
+    )
 
 
 class HybridResponse(BaseModel):
     models: dict[str, str] = Field(description="Vector name -> model name.")
-    vectors: list[dict[str, list[float] | SparseEmbedding | list[list[float]]]]
+    vectors: list[dict[str, list[float] | SparseEmbedding | list[list[float]] | list[list[int]]]]
     usage: Usage

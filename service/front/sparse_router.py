@@ -12,6 +12,7 @@ from service.front.chunking_serving import chunk_rules, embed_sparse_chunks
 from service.front.encoding import json_response, token_usage
 from service.front.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
 from service.front.inputs import INPUT, INPUTS, as_list, check_texts, texts_call, truncation
+from service.front.multivector_serving import check_compression
 from service.front.sparse_protocol import (
     ChunkedSparseResponse,
     HybridRequest,
@@ -67,11 +68,15 @@ async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
     settings = deps.settings(request)
     only_sparse = all(m.spec.kind == "sparse" for m in models)  # the others refuse empty texts
     check_texts(texts, settings, INPUTS if only_sparse else INPUT)
+    for model in models:
+        if model.spec.kind in ("late", "m3"):
+            check_compression(body.compress, model)
     options = HybridOptions(
         body.input_type,
         truncation(settings, body.truncate),
         body.language,
         body.return_tokens,
+        body.compress,
     )
     members = [Member(name, model) for name, model in zip(names, models, strict=True)]
     rows, tokens = await deps.until_disconnect(request, embed_hybrid(members, texts, options))
