@@ -120,6 +120,13 @@ packing: models
 recall: models
 	$(BIN)/python -m bench.quantized
 
+# Top-10 MaxSim agreement of pooled, binarised and MUVERA multi-vectors against raw ones on the
+# bench corpus, MiniLM's token states as the multi-vector model (bench/multivector.py;
+# docs/bge-m3.md has the table): about 12 minutes on 2 cores
+.PHONY: multivector
+multivector: models
+	$(BIN)/python -m bench.multivector
+
 # Soak: a bounded load of mixed routes on loopback against the real service; writes a report
 # (requests, errors, p50/p99, RSS) to bench-results/soak.json. `make soak SOAK_SECONDS=120`.
 SOAK_SECONDS ?= 600
