@@ -158,6 +158,8 @@ def test_hybrid_compresses_the_late_part(client: TestClient) -> None:
     assert set(both) == {"colbert", "m3-dense", "m3-sparse", "m3-late"}
     assert {len(row) for row in both["colbert"]} == {lm.COLBERT_DIM // 8}
     assert {len(row) for row in both["m3-late"]} == {m3_models.lm.HIDDEN // 8}
+    dense_only = {"inputs": TEXTS, "models": [M3], "compress": {"muvera": {"dim_proj": 64}}}
+    assert "dimension" in error_of(client.post("/embed/hybrid", json=dense_only), 400)["message"]
 
 
 @pytest.mark.parametrize(

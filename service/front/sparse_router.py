@@ -6,13 +6,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.errors import InvalidInput
 from service.front import deps
 from service.front.chunking_render import sparse_documents
 from service.front.chunking_serving import chunk_rules, embed_sparse_chunks
 from service.front.encoding import json_response, token_usage
 from service.front.hybrid_serving import HybridOptions, Member, embed_hybrid, vector_names
 from service.front.inputs import INPUT, INPUTS, as_list, check_texts, texts_call, truncation
-from service.front.multivector_serving import check_compression
+from service.front.multivector_serving import check_compression, is_raw
 from service.front.sparse_protocol import (
     ChunkedSparseResponse,
     HybridRequest,
@@ -68,9 +69,11 @@ async def hybrid_embeddings(body: HybridRequest, request: Request) -> Response:
     settings = deps.settings(request)
     only_sparse = all(m.spec.kind == "sparse" for m in models)  # the others refuse empty texts
     check_texts(texts, settings, INPUTS if only_sparse else INPUT)
-    for model in models:
-        if model.spec.kind in ("late", "m3"):
-            check_compression(body.compress, model)
+    multi = [model for model in models if model.spec.kind in ("late", "m3")]
+    if not multi and not is_raw(body.compress):
+        raise InvalidInput("compress applies to late and BGE-M3 members", param="compress")
+    for model in multi:
+        check_compression(body.compress, model)
     options = HybridOptions(
         body.input_type,
         truncation(settings, body.truncate),
