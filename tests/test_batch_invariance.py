@@ -25,11 +25,11 @@ from service.convert.export import export
 from service.convert.plan import ExportRequest
 from service.engine.loading import hub_options, load_model
 from service.engine.runner import CPU, OnnxRunner
-from service.models.kinds import dense, image, late, multimodal, rerank, sparse
+from service.models.kinds import dense, image, late, m3, multimodal, rerank, sparse
 from service.models.loaded import LoadedModel
 from service.models.store import resolve_reference, split_variant
 from service.settings import Settings
-from tests import colpali_models, image_models, scale_models
+from tests import colpali_models, image_models, m3_models, scale_models
 from tests import late_models as lm
 from tests.conftest import REAL_MINILM, ROOT, built, serving
 from tests.exporting import EXPORT_WARNINGS
@@ -194,6 +194,16 @@ def test_late_colbert_documents_and_queries(late_root: Path) -> None:
     model = load(str(lm.built("colbert", late_root).directory))
     items = late.prepare(model, texts(8, 3), "document", True)
     items += late.prepare(model, texts(6, 4, longest=6), "query", True)
+    assert_invariant(model, items)
+
+
+def test_bge_m3_three_outputs_and_one(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Items asking for all three outputs, or one, mixed in the batches."""
+    built = m3_models.built(tmp_path_factory.getbasetemp() / "m3-models")
+    model = load(str(built.directory))
+    items = m3.prepare(model, texts(8, 8), m3.OUTPUTS, True)
+    for index, output in enumerate(m3.OUTPUTS):
+        items += m3.prepare(model, texts(2, 9 + index), (output,), True)
     assert_invariant(model, items)
 
 

@@ -194,3 +194,47 @@ def test_catalogue_rows_carry_fastembeds_prompt_layout() -> None:
         assert spec.options["bos_token_id"] == 2
         assert spec.options["image_prompt"] == "Describe the image.\n"
         assert spec.options["query_suffix"] == "<pad>" * 10 + "\n"
+
+
+def test_compressed_pages_and_queries(client: TestClient) -> None:
+    """compress: pooled pages, MUVERA (FastEmbed's Muvera: pages as documents, queries as
+    queries) and sign bits, of the raw multi-vectors; scores stay MaxSim over the raw ones."""
+    from fastembed.postprocess.muvera import Muvera
+
+    from service.models.multivector import pool_tokens
+
+    pages = [base64.b64encode(image_models.sample_images()[n]).decode() for n in ("rgb_37x53",)]
+    body = {"queries": ["red cat", "page"], "images": pages}
+    raw = client.post("/embed/multimodal", json=body).json()
+    matrices = {
+        k: [np.asarray(i["embedding"], np.float32) for i in raw[k]] for k in ("queries", "images")
+    }
+    pooled = client.post("/embed/multimodal", json=body | {"compress": {"pool_factor": 4}}).json()
+    assert pooled["scores"] == raw["scores"]
+    np.testing.assert_allclose(
+        pooled["images"][0]["embedding"], pool_tokens(matrices["images"][0], 4), atol=1e-6
+    )
+    options = {"k_sim": 3, "dim_proj": 8, "r_reps": 4, "seed": 5}
+    muvera = client.post("/embed/multimodal", json=body | {"compress": {"muvera": options}}).json()
+    reference = Muvera(16, 3, 8, 4, 5)
+    np.testing.assert_allclose(
+        muvera["images"][0]["embedding"],
+        reference.process_document(matrices["images"][0]),
+        atol=1e-5,
+    )
+    for item, matrix in zip(muvera["queries"], matrices["queries"], strict=True):
+        np.testing.assert_allclose(item["embedding"], reference.process_query(matrix), atol=1e-5)
+    assert [item["index"] for item in muvera["images"]] == [0]
+    form = client.post(
+        "/embed/multimodal",
+        files=[("images", ("p.png", image_models.sample_images()["rgb_37x53"], "image/png"))],
+        data={"queries": ["red cat"], "compress": '{"binary": true}'},
+    ).json()
+    expected = np.packbits(matrices["images"][0] > 0, axis=-1).tolist()
+    assert form["images"][0]["type"] == "ubinary" and form["images"][0]["embedding"] == expected
+    bad = client.post(
+        "/embed/multimodal",
+        files=[("images", ("p.png", image_models.sample_images()["rgb_37x53"], "image/png"))],
+        data={"compress": '{"pool_factor": 0}'},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "compress"

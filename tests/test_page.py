@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests import late_models
+from tests import late_models, m3_models
 from tests.browser import Page, chromium
 from tests.conftest import serving
 from tests.prod_server import Server, running
@@ -29,7 +29,8 @@ def model_dirs(
 ) -> list[str]:
     root = tmp_path_factory.getbasetemp() / "late-models"
     late = [late_models.built(name, root).directory for name in ("colbert", "bert")]
-    return [str(tiny_dense[0]), *map(str, late), str(BM25_DATA)]
+    m3 = m3_models.built(tmp_path_factory.getbasetemp() / "m3-models").directory
+    return [str(tiny_dense[0]), *map(str, late), str(BM25_DATA), str(m3)]
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,35 @@ def test_colbert_maxsim_heat_map_of_query_and_document_tokens(server: Server, pa
         assert rows[:5] == ["[CLS]", "[unused0]", "red", "sky", "[SEP]"]
         assert len(rows) == late_models.QUERY_LENGTH and best == len(rows)
         assert columns[:2] == ["[CLS]", "[unused1]"] and "," not in columns
+
+
+def test_bge_m3_shows_its_three_outputs_from_one_call(server: Server, page: Page) -> None:
+    open_with(page, server, m3_models.NAME)
+    texts = ["the cat sat on the mat", "the dog sat on the red mat", "blue sea"]
+    page.type_into("#texts", "\n".join(texts))
+    page.click("#compare")
+    page.wait_for("document.querySelector('#m3-late-matrix td')")
+    assert page.evaluate("document.getElementById('dense-result').hidden") is False
+    body = {"inputs": texts, "model": m3_models.NAME}
+    dense = np.asarray(post(server, "/embed/dense", body)["embeddings"])
+    sparse = post(server, "/embed/sparse", body | {"return_tokens": True})["embeddings"]
+    late = [np.asarray(e["embedding"]) for e in post(server, "/embed/late", body)["embeddings"]]
+    for row, column in ((0, 1), (1, 2), (2, 0)):
+        cosine = dense[row] @ dense[column] / np.linalg.norm(dense[[row, column]], axis=1).prod()
+        assert abs(cell(page, "dense-matrix", row, column)[0] - cosine) < 1e-6
+        weights = dict(zip(sparse[column]["indices"], sparse[column]["values"], strict=True))
+        shared = sum(
+            value * weights.get(index, 0.0)
+            for index, value in zip(sparse[row]["indices"], sparse[row]["values"], strict=True)
+        )
+        assert abs(cell(page, "sparse-matrix", row, column)[0] - shared) < 1e-6
+        maxsim = float((late[row] @ late[column].T).max(axis=1).sum())
+        assert abs(cell(page, "m3-late-matrix", row, column)[0] - maxsim) < 1e-5
+    bars = page.evaluate(
+        "[...document.querySelectorAll('#sparse-tokens .token-list')].map(list =>"
+        " [...list.querySelectorAll('.bar-row')].map(r => r.dataset.token))"
+    )
+    assert [sorted(shown) for shown in bars] == [sorted(v["tokens"]) for v in sparse]
 
 
 def test_with_api_keys_the_page_asks_for_one_and_sends_it(model_dirs: list[str]) -> None:

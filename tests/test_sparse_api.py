@@ -196,3 +196,8 @@ def test_unknown_family_fails_loading_with_a_reason(tiny_splade, tmp_path: Path)
                 break
             time.sleep(0.02)
         assert "options.family must be one of" in body["reason"] and "bm52" in body["reason"]
+
+
+def test_hybrid_compress_needs_a_multi_vector_member(client: TestClient) -> None:
+    body = {"inputs": ["cat"], "models": [DENSE], "compress": {"binary": True}}
+    assert error_of(client.post("/embed/hybrid", json=body), 400)["param"] == "compress"

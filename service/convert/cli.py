@@ -16,7 +16,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", type=Path, help="checkpoint directory (safetensors + config)")
     p.add_argument("out", type=Path, help="model directory to write")
-    p.add_argument("--kind", default="dense", help="dense (default), sparse (SPLADE), rerank, ...")
+    p.add_argument(
+        "--kind",
+        help="dense (default), sparse (SPLADE), rerank, late, m3, ...; m3 (BGE-M3) is chosen "
+        "by itself for FlagEmbedding's layout (colbert_linear.pt and sparse_linear.pt beside "
+        "the encoder)",
+    )
     p.add_argument("--name", help="model name to serve it under (default: the source dir name)")
     p.add_argument("--max-length", type=int, help="max tokens (default: from the checkpoint)")
     p.add_argument("--pooling", choices=["cls", "mean", "last"], help="dense pooling override")
@@ -61,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     from service.convert.export import export
+    from service.convert.m3_export import is_m3_layout
     from service.convert.plan import ExportRequest
     from service.convert.variants import read_texts
 
@@ -68,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
     request = ExportRequest(
         source=args.source,
         out=args.out,
-        kind=args.kind,
+        kind=args.kind or ("m3" if is_m3_layout(args.source) else "dense"),
         name=args.name,
         max_length=args.max_length,
         pooling=args.pooling,

@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from service.convert import image_export, multimodal_export, pooled_export, sparse_export
+from service.convert import (
+    image_export,
+    m3_export,
+    multimodal_export,
+    pooled_export,
+    sparse_export,
+)
 from service.convert.colbert import plan_colbert
 from service.convert.plan import (
     ExportRequest,
@@ -50,6 +56,7 @@ PLANNERS: dict[str, Planner] = {
     "image": image_export.plan_image_tower,
     "clip-text": image_export.plan_text_tower,
     "multimodal": multimodal_export.plan_colpali,
+    "m3": m3_export.plan_m3,
 }
 
 

@@ -14,10 +14,12 @@ from typing import Any, Literal, get_args
 
 from service.errors import ModelLoadError
 
-Kind = Literal["dense", "sparse", "late", "image", "multimodal", "rerank"]
+# m3: BGE-M3, dense, sparse and late outputs of one graph (service/models/kinds/m3.py)
+Kind = Literal["dense", "sparse", "late", "image", "multimodal", "rerank", "m3"]
 Pooling = Literal["cls", "mean", "last", "none"]
 KINDS: tuple[str, ...] = get_args(Kind)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
+VECTOR_KINDS = ("dense", "late", "image", "multimodal", "m3")  # rows that need a dim
 
 CATALOGUE_DIR = Path(__file__).resolve().parents[2] / "models_config"
 
@@ -102,7 +104,7 @@ def spec_from_dict(row: Mapping[str, Any], *, origin: str = "catalogue") -> Mode
         source_row["local"] = Path(source_row["local"])
     source_row["additional_files"] = tuple(source_row.get("additional_files", ()))
     dim = row.get("dim")
-    if kind in ("dense", "late", "image", "multimodal") and not (isinstance(dim, int) and dim > 0):
+    if kind in VECTOR_KINDS and not (isinstance(dim, int) and dim > 0):
         raise CatalogueError(f"{where}: dim must be a positive integer")
     max_length = row.get("max_length", 512)
     if not isinstance(max_length, int) or max_length < 2:

@@ -53,7 +53,7 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     inputs = _openai_inputs(body.input)
     if not isinstance(inputs[0], str) and not settings.token_id_inputs:
         raise InvalidInput(TOKEN_IDS_REFUSED, param="input", code="token_ids_refused")
-    model = deps.pick_model(request, body.model, "dense")
+    model = deps.pick_model(request, body.model, "dense", "m3")
     if isinstance(inputs[0], str):
         check_texts(inputs, settings)  # type: ignore[arg-type]
     else:
@@ -84,7 +84,7 @@ async def openai_embeddings(body: EmbeddingRequest, request: Request) -> Respons
 async def embed_dense(body: DenseRequest, request: Request) -> Response:
     """Dense embeddings with query/document prefixes, truncation and normalisation options;
     with `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
-    call = texts_call(request, body, "dense")
+    call = texts_call(request, body, ("dense", "m3"))
     model = call.model
     renormalised = body.normalize not in (None, model.spec.normalize)
     check_scale(body.embedding_type, dimensions=body.dimensions, renormalised=renormalised)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.front.schemas.embeddings import EncodingFormat, InputType, Usage
+from service.front.schemas.multivector import CompressedForm, Compression
 
 
 class LateRequest(BaseModel):
@@ -26,6 +27,9 @@ class LateRequest(BaseModel):
     return_tokens: bool = Field(
         False, description="Also return the vocabulary token behind each vector row."
     )
+    compress: Compression | None = Field(
+        None, description="Pooled, MUVERA or binarised multi-vectors (default: raw)."
+    )
 
 
 class MultiVector(BaseModel):
@@ -41,8 +45,13 @@ class MultiVector(BaseModel):
 class LateEmbedding(BaseModel):
     index: int
     tokens: int = Field(description="How many token vectors the input gave.")
-    shape: list[int]
-    embedding: list[list[float]] | str
+    shape: list[int] = Field(description="The shape of `embedding`.")
+    embedding: list[list[float]] | list[float] | list[list[int]] | str
+    type: CompressedForm | None = Field(
+        None,
+        description="Only with compress: float (rows), muvera (one vector) or ubinary (rows of "
+        "sign bytes).",
+    )
     token_strings: list[str] | None = Field(None, description="Only with return_tokens.")
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.front.schemas.multivector import CompressedForm, Compression
+
 
 class MultimodalRequest(BaseModel):
     """JSON body. A multipart form takes page images as file parts and `queries` and `model`
@@ -26,6 +28,11 @@ class MultimodalRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="float: lists of floats; base64: little-endian float32 matrix."
     )
+    compress: Compression | None = Field(
+        None,
+        description="Pooled, MUVERA (images as documents, texts as queries) or binarised "
+        "multi-vectors (default: raw); scores are MaxSim over the raw ones. In a form: JSON text.",
+    )
 
 
 class MultiVectorItem(BaseModel):
@@ -34,7 +41,8 @@ class MultiVectorItem(BaseModel):
     index: int
     tokens: int
     shape: list[int]
-    embedding: list[list[float]] | str
+    embedding: list[list[float]] | list[float] | list[list[int]] | str
+    type: CompressedForm | None = Field(None, description="Only with compress.")
 
 
 class MultimodalUsage(BaseModel):

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.front.schemas.chunking import Chunking, ChunkPlace
 from service.front.schemas.embeddings import InputType, Usage
+from service.front.schemas.multivector import Compression
 
 
 class SparseRequest(BaseModel):
@@ -63,11 +64,12 @@ class ChunkedSparseResponse(BaseModel):
 class HybridMember(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="A served dense or sparse model.")
+    model: str = Field(description="A served dense, sparse, late or BGE-M3 model.")
     name: str | None = Field(
         None,
         description="Vector name in the answer (default: the model's kind if no other "
-        "member has that kind, else the last part of the model's name).",
+        "member has that kind, else the last part of the model's name). A BGE-M3 member "
+        "gives three vectors, dense, sparse and late, with this name and '-' before them.",
     )
 
 
@@ -80,9 +82,12 @@ class HybridRequest(BaseModel):
     truncate: bool | None = None
     language: str | None = Field(None, description="For BM25 members.")
     return_tokens: bool = False
+    compress: Compression | None = Field(
+        None, description="The late members' multi-vectors pooled, MUVERA or binarised."
+    )
 
 
 class HybridResponse(BaseModel):
     models: dict[str, str] = Field(description="Vector name -> model name.")
-    vectors: list[dict[str, list[float] | SparseEmbedding]]
+    vectors: list[dict[str, list[float] | SparseEmbedding | list[list[float]] | list[list[int]]]]
     usage: Usage

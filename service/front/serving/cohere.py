@@ -58,7 +58,7 @@ def cohere_truncation(settings: Settings, value: str | None) -> bool:
 
 async def embed_by_type(request: Request, body: CohereEmbedRequest) -> tuple[dict[str, Any], int]:
     """Every asked embedding type of the texts, by type name, and the tokens they took."""
-    model = deps.pick_model(request, body.model, "dense")
+    model = deps.pick_model(request, body.model, "dense", "m3")
     settings = deps.settings(request)
     texts = checked_texts(body, settings)
     truncate = cohere_truncation(settings, body.truncate)

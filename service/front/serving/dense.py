@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from service.errors import InvalidInput
 from service.front.shared.batched import submit_counted
 from service.models.kinds.dense import Vectors, l2_normalize, prepare_ids, prepare_texts
 from service.models.kinds.encoded import InputType
+from service.models.kinds.m3 import wanting
 from service.models.loaded import LoadedModel
 from service.models.text import Encoded
 
@@ -36,7 +38,10 @@ async def embed(
             return prepare_ids(model, ids, truncate)
         return prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
 
-    vectors, tokens = await submit_counted(model, prepare)
+    def prepare_wanted() -> list[tuple[int, Any]]:
+        return wanting(model, prepare(), "dense")  # BGE-M3: its dense output only
+
+    vectors, tokens = await submit_counted(model, prepare_wanted)
     return DenseResult(np.stack(vectors) if vectors else _empty(model), tokens)
 
 

@@ -6,13 +6,16 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from service.errors import InvalidInput
 from service.front.schemas.late import MultiVector
 from service.front.shared.batched import Items, submit_counted
+from service.models.kinds import m3
 from service.models.kinds.late import LateItem, Matrix, maxsim, prepare
+from service.models.kinds.m3 import is_m3
 from service.models.loaded import LoadedModel
 
 
@@ -35,16 +38,20 @@ async def embed_late(
     `with_tokens` the vocabulary token behind each of their rows."""
     strings: list[list[str]] = []
 
-    def prepare_items() -> list[tuple[int, LateItem]]:
-        items = prepare(model, queries, "query", truncate) if queries else []
-        if documents:
-            items += prepare(model, documents, "document", truncate)
+    def prepare_items() -> list[tuple[int, Any]]:
+        if is_m3(model):  # BGE-M3: its ColBERT output; queries and documents alike
+            m3_items = m3.prepare(model, [*queries, *documents], ("late",), truncate)
+            rows = [item.encoded.ids[1:] for _, item in m3_items]  # all but [CLS]
+            items: list[tuple[int, Any]] = list(m3_items)
+        else:
+            late_items = prepare(model, queries, "query", truncate) if queries else []
+            if documents:
+                late_items += prepare(model, documents, "document", truncate)
+            rows = [item.ids[item.keep] for _, item in late_items]
+            items = list(late_items)
         if with_tokens:
             tokenizer = model.encoder.tokenizer
-            strings.extend(
-                [str(tokenizer.id_to_token(int(i))) for i in item.ids[item.keep]]
-                for _, item in items
-            )
+            strings.extend([str(tokenizer.id_to_token(int(i))) for i in ids] for ids in rows)
         return items
 
     matrices, tokens = await submit_counted(model, prepare_items, real_tokens)
@@ -52,7 +59,8 @@ async def embed_late(
 
 
 def real_tokens(items: Items) -> int:
-    return sum(item.tokens for _, item in items)
+    """Tokens fed to the model: a ColBERT query's mask padding is not counted."""
+    return sum(item.tokens if isinstance(item, LateItem) else length for length, item in items)
 
 
 def decode_vectors(value: MultiVector, where: str) -> Matrix:

@@ -6,10 +6,12 @@ import asyncio
 from dataclasses import dataclass
 
 from fastapi import Request
+from pydantic import ValidationError
 
 from service.errors import InvalidInput
 from service.front.schemas.image import EncodingFormat
 from service.front.schemas.multimodal import MultimodalRequest
+from service.front.schemas.multivector import Compression
 from service.front.serving.image import (
     check_count,
     check_form_fields,
@@ -32,6 +34,7 @@ class MultimodalInputs:
     model: str | None
     scores: bool
     encoding_format: EncodingFormat = "float"
+    compression: Compression | None = None
 
 
 async def read_multimodal_request(request: Request, settings: Settings) -> MultimodalInputs:
@@ -42,20 +45,43 @@ async def read_multimodal_request(request: Request, settings: Settings) -> Multi
             check_count(len(parsed.images), settings)
         images = [decode_base64(i, text, settings) for i, text in enumerate(parsed.images)]
         inputs = MultimodalInputs(
-            parsed.queries, images, parsed.model, parsed.scores, parsed.encoding_format
+            parsed.queries,
+            images,
+            parsed.model,
+            parsed.scores,
+            parsed.encoding_format,
+            parsed.compress,
         )
     else:
         images, fields = await read_form(request, body, settings, settings.max_inputs_per_request)
-        check_form_fields((key for key, _ in fields), {"queries", "model", "encoding_format"})
+        known = {"queries", "model", "encoding_format", "compress"}
+        check_form_fields((key for key, _ in fields), known)
         queries = [value for key, value in fields if key == "queries"]
         model = next((value for key, value in fields if key == "model"), None)
         wanted = next((value for key, value in fields if key == "encoding_format"), "float")
         encoding_format = form_encoding_format(wanted)
-        inputs = MultimodalInputs(queries, images, model or None, True, encoding_format)
+        compression = form_compression(next((v for k, v in fields if k == "compress"), None))
+        inputs = MultimodalInputs(
+            queries, images, model or None, True, encoding_format, compression
+        )
     check_texts(inputs.queries, settings, QUERIES)
     if not inputs.queries and not inputs.images:
         raise InvalidInput("send queries, images, or both", param="queries")
     return inputs
+
+
+def form_compression(value: str | None) -> Compression | None:
+    """The form's `compress` field: the JSON of the `compress` object (400 when malformed)."""
+    if value is None:
+        return None
+    try:
+        return Compression.model_validate_json(value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidInput(
+            f"compress: {where + ': ' if where else ''}{first['msg']}", param="compress"
+        ) from None
 
 
 async def embed_multimodal(

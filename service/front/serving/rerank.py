@@ -58,7 +58,7 @@ async def score(
 ) -> Scored:
     """Relevance of each document: a cross-encoder's logit (sigmoid unless raw_scores), or a
     late model's MaxSim score."""
-    if model.spec.kind == "late":
+    if model.spec.kind in ("late", "m3"):  # BGE-M3: MaxSim of its ColBERT vectors
         query, docs, tokens = await resolve_late(model, body.query, texts, truncate=truncate)
         return Scored(maxsim_scores(query, docs), tokens)
     scored = await cross_encode(model, body.query, texts, truncate=truncate)
@@ -100,7 +100,7 @@ class Ranked:
 async def rank_documents(request: Request, body: RerankRequest) -> Ranked:
     """A rerank request from model choice to ranked rows: what /rerank, /v1/rerank and
     Cohere's /v2/rerank share (they differ in the answer's envelope)."""
-    model = deps.pick_model(request, body.model, "rerank", "late")
+    model = deps.pick_model(request, body.model, "rerank", "late", "m3")
     settings = deps.settings(request)
     texts = check_documents(body.query, body.documents, settings)
     check_top_n(body.top_n)

@@ -14,6 +14,7 @@ from service.errors import InvalidInput
 from service.front.shared.batched import lengths, submit_counted
 from service.models.kinds import bm25, bm42
 from service.models.kinds.encoded import InputType
+from service.models.kinds.m3 import wanting
 from service.models.kinds.sparse import SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
 
@@ -80,7 +81,7 @@ async def _embed_non_empty(
         return SparseResult(vectors, counted[0])
 
     vectors, tokens = await submit_counted(
-        model, lambda: prepare_texts(model, texts, input_type, truncate)
+        model, lambda: wanting(model, prepare_texts(model, texts, input_type, truncate), "sparse")
     )
     return SparseResult(vectors, tokens)
 

@@ -87,10 +87,12 @@ class TextsCall:
     truncate: bool
 
 
-def texts_call(request: Request, body: TextsBody, kind: str, field: TextField = INPUT) -> TextsCall:
-    """The model (its 404 or 503 before any check of the texts), the texts as a checked list,
-    and the truncation to apply."""
-    model = deps.pick_model(request, body.model, kind)
+def texts_call(
+    request: Request, body: TextsBody, kinds: tuple[str, ...], field: TextField = INPUT
+) -> TextsCall:
+    """The model (one of `kinds`; its 404 or 503 before any check of the texts), the texts
+    as a checked list, and the truncation to apply."""
+    model = deps.pick_model(request, body.model, *kinds)
     settings = deps.settings(request)
     texts = as_list(body.inputs)
     check_texts(texts, settings, field)

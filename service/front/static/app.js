@@ -3,7 +3,14 @@
 // the user is put in the page as text (textContent), never as HTML.
 
 const KEY_STORE = "embedding-service-api-key";
-const VIEWS = { dense: "texts-view", sparse: "texts-view", rerank: "query-view", late: "query-view" };
+const VIEWS = {
+  dense: "texts-view",
+  sparse: "texts-view",
+  m3: "texts-view",
+  rerank: "query-view",
+  late: "query-view",
+};
+const RESULTS = ["dense-result", "sparse-result", "m3-late-result", "rerank-result", "late-result"];
 const $ = (id) => document.getElementById(id);
 let models = [];
 
@@ -92,7 +99,7 @@ function chosen() {
 function showView() {
   const model = chosen();
   for (const id of new Set(Object.values(VIEWS))) $(id).hidden = !model || VIEWS[model.kind] !== id;
-  for (const id of ["dense-result", "sparse-result", "rerank-result", "late-result"]) $(id).hidden = true;
+  for (const id of RESULTS) $(id).hidden = true;
   if (!model) return;
   const facts = [model.dim && `${model.dim} dimensions`, `${model.max_tokens} tokens`, model.provider];
   $("model-info").textContent = facts.filter((fact) => fact).join(" · ");
@@ -153,6 +160,7 @@ async function compare() {
   say("Embedding…");
   try {
     if (model.kind === "dense") await compareDense(model, texts);
+    else if (model.kind === "m3") await compareM3(model, texts);
     else await compareSparse(model, texts);
     say("");
   } catch (error) {
@@ -162,6 +170,10 @@ async function compare() {
 
 async function compareDense(model, texts) {
   const { embeddings } = await api("embed/dense", { model: model.name, inputs: texts });
+  showDense(texts, embeddings);
+}
+
+function showDense(texts, embeddings) {
   const matrix = embeddings.map((a) => embeddings.map((b) => cosine(a, b)));
   const labels = texts.map((_, i) => String(i + 1));
   $("dense-matrix").replaceChildren(heatMap(labels, labels, matrix), legend(texts));
@@ -195,11 +207,30 @@ function tokenBars(text, vector, most = 12) {
 async function compareSparse(model, texts) {
   const body = { model: model.name, inputs: texts, return_tokens: true };
   const { embeddings } = await api("embed/sparse", body);
+  showSparse(texts, embeddings);
+}
+
+function showSparse(texts, embeddings) {
   const matrix = embeddings.map((a) => embeddings.map((b) => sparseDot(a, b)));
   const labels = texts.map((_, i) => String(i + 1));
   $("sparse-matrix").replaceChildren(heatMap(labels, labels, matrix, { low: 0 }), legend(texts));
   $("sparse-tokens").replaceChildren(...texts.map((text, i) => tokenBars(text, embeddings[i])));
   $("sparse-result").hidden = false;
+}
+
+// --- BGE-M3: its three outputs from one call -----------------------------------------------
+const maxsim = (query, document) =>
+  query.reduce((sum, row) => sum + Math.max(...document.map((column) => dot(row, column))), 0);
+
+async function compareM3(model, texts) {
+  const body = { models: [model.name], inputs: texts, return_tokens: true };
+  const { vectors } = await api("embed/hybrid", body);
+  showDense(texts, vectors.map((named) => named.dense));
+  showSparse(texts, vectors.map((named) => named.sparse));
+  const matrix = vectors.map((a) => vectors.map((b) => maxsim(a.late, b.late)));
+  const labels = texts.map((_, i) => String(i + 1));
+  $("m3-late-matrix").replaceChildren(heatMap(labels, labels, matrix), legend(texts));
+  $("m3-late-result").hidden = false;
 }
 
 // --- rerank and late interaction -----------------------------------------------------------

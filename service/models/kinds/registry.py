@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.models.catalogue import ModelSpec
-from service.models.kinds import bm25, bm42, dense, image, late, multimodal, rerank, sparse
+from service.models.kinds import bm25, bm42, dense, image, late, m3, multimodal, rerank, sparse
 from service.models.kinds.contract import KindHandler
 
 KIND_HANDLERS: dict[str, KindHandler] = {
@@ -15,6 +15,7 @@ KIND_HANDLERS: dict[str, KindHandler] = {
     "sparse/bm42": bm42.HANDLER,
     "image": image.HANDLER,
     "multimodal": multimodal.HANDLER,
+    "m3": m3.HANDLER,
 }
 
 
