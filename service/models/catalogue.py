@@ -50,6 +50,10 @@ class ModelSpec:
     description: str = ""
     size_gb: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Other names a request may give this model by, on a route of its kind: FastEmbed's name
+    # where a catalogue name differs (FastEmbed calls Jina CLIP's image tower by the text
+    # tower's name, which is a dense row here).
+    aliases: tuple[str, ...] = ()
 
     def with_local_source(self, directory: Path) -> ModelSpec:
         local = replace(self.source, local=directory)
@@ -73,6 +77,7 @@ _SPEC_FIELDS = {
     "description",
     "size_gb",
     "options",
+    "aliases",
 }
 _SOURCE_FIELDS = {"hf", "local", "revision", "model_file", "additional_files"}
 
@@ -112,6 +117,10 @@ def spec_from_dict(row: Mapping[str, Any], *, origin: str = "catalogue") -> Mode
     values = {k: v for k, v in row.items() if k in _SPEC_FIELDS}
     values["source"] = Source(**source_row)
     values["options"] = dict(row.get("options", {}))
+    aliases = row.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise CatalogueError(f"{where}: aliases must be a list of names")
+    values["aliases"] = tuple(aliases)
     return ModelSpec(**values)
 
 
@@ -132,3 +141,16 @@ def load_catalogue(extra_files: Iterable[Path] = ()) -> dict[str, ModelSpec]:
         for spec in load_catalogue_file(path):
             catalogue[spec.name] = spec
     return catalogue
+
+
+def find_row(
+    catalogue: Mapping[str, ModelSpec], name: str, kinds: Iterable[str]
+) -> ModelSpec | None:
+    """The row a request naming `name` on a route of `kinds` means: the row of that name if it
+    is of one of those kinds, else the row of those kinds that has `name` as an alias."""
+    wanted = set(kinds)
+    row = catalogue.get(name)
+    if row is not None and row.kind in wanted:
+        return row
+    aliased = [s for s in catalogue.values() if s.kind in wanted and name in s.aliases]
+    return aliased[0] if len(aliased) == 1 else None
