@@ -1,0 +1,252 @@
+"""Tiny randomly initialised checkpoints of the real architectures, exported to ONNX the way
+FastEmbed's Hub repositories hold them (the graph gives token states, MLM logits, normalised
+ColBERT vectors or a classifier logit; FastEmbed pools and normalises outside it), and laid out
+as FastEmbed loads a local model: the graph under the model_file FastEmbed's description names,
+with tokenizer.json, tokenizer_config.json, special_tokens_map.json and config.json beside it.
+The same directory is served by the service as NAME@DIR, so both read the same files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from tests.tiny_models import bert_template
+
+BERT_SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+WORDS = [
+    "hello",
+    "world",
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "fast",
+    "slow",
+    "red",
+    "blue",
+    "green",
+    "what",
+    "is",
+    "where",
+    "are",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "sun",
+    "moon",
+    "star",
+    "sky",
+    "sea",
+]
+HIDDEN = 32
+# The limit tokenizer_config.json states: FastEmbed truncates there (model_max_length).
+FASTEMBED_LIMIT = 40
+
+
+def bert_vocab() -> dict[str, int]:
+    # Every ASCII punctuation character is a token: ColBERT's skip list is their ids.
+    tokens = [*BERT_SPECIALS, *string.punctuation, *WORDS]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def xlmr_vocab() -> dict[str, int]:
+    tokens = [*XLMR_SPECIALS, *string.punctuation, *WORDS, "<mask>"]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def save_bert_tokenizer(directory: Path, limit: int = FASTEMBED_LIMIT) -> None:
+    """BERT's WordPiece tokenizer files, with the fixed padding real tokenizer.json files carry."""
+    vocab = bert_vocab()
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = bert_template(vocab)
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.enable_padding(length=limit, pad_id=0, pad_token="[PAD]")
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+    specials = dict(zip(names, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], strict=True))
+    write_json(directory / "special_tokens_map.json", specials)
+    write_json(directory / "tokenizer_config.json", {"model_max_length": limit, **specials})
+
+
+def save_xlmr_tokenizer(directory: Path, limit: int = FASTEMBED_LIMIT) -> None:
+    """XLM-R's specials and pair template (<s> A </s></s> B </s>), pad id 1."""
+    vocab = xlmr_vocab()
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])],
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    names = ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")
+    specials = dict(zip(names, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], strict=True))
+    write_json(directory / "special_tokens_map.json", specials)
+    write_json(directory / "tokenizer_config.json", {"model_max_length": limit, **specials})
+
+
+def config(kind: str) -> Any:
+    import transformers
+
+    common = {
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "num_labels": 1,
+    }
+    if kind == "xlmr":
+        return transformers.XLMRobertaConfig(
+            **common,
+            vocab_size=len(xlmr_vocab()),
+            max_position_embeddings=130,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+        )
+    return transformers.BertConfig(
+        **common, vocab_size=len(bert_vocab()), max_position_embeddings=128, pad_token_id=0
+    )
+
+
+def export(
+    forward: Callable[..., Any],
+    parts: list[Any],
+    path: Path,
+    inputs: tuple[str, ...],
+    outputs: dict[str, int],
+) -> None:
+    """Export `forward(**inputs)`, which uses the torch modules `parts`, with dynamic batch and
+    sequence axes (TorchScript exporter: DESIGN.md); `outputs` names each output and its rank."""
+    import torch
+
+    class Keywords(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts = torch.nn.ModuleList(parts)
+
+        def forward(self, *args: torch.Tensor) -> Any:
+            return forward(**dict(zip(inputs, args, strict=True)))
+
+    sample = tuple(torch.ones(2, 5, dtype=torch.long) for _ in inputs)
+    torch.nn.ModuleList(parts).eval()
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in inputs}
+    for name, rank in outputs.items():
+        axes[name] = {0: "batch", 1: "sequence"} if rank == 3 else {0: "batch"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Keywords(),
+            sample,
+            str(path),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+XLMR_INPUTS = ("input_ids", "attention_mask")  # XLM-R and ColBERT graphs
+
+
+def build(root: Path, family: str) -> Path:
+    """One family's graph and tokenizer files in root/family (graph as model.onnx)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(sum(map(ord, family)))
+    directory = root / family
+    xlmr = family.endswith("xlmr")
+    (save_xlmr_tokenizer if xlmr else save_bert_tokenizer)(directory)
+    cfg = config("xlmr" if xlmr else "bert")
+    cfg.save_pretrained(str(directory))
+    # ColBERT graphs take no token types: FastEmbed inserts its marker into the ids and the
+    # mask only, so a token_type_ids input would be one shorter.
+    inputs = XLMR_INPUTS if xlmr or family == "colbert" else BERT_INPUTS
+    graph = directory / "model.onnx"
+    if family == "dense":  # token states; FastEmbed pools (CLS, mean, last token)
+        bert = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+        export(
+            lambda **kw: bert(**kw).last_hidden_state,
+            [bert],
+            graph,
+            inputs,
+            {"last_hidden_state": 3},
+        )
+    elif family == "dense-pooled":  # a graph that pools itself: output 1 (EmbeddingGemma's)
+        bert = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+        scale = torch.linspace(0.5, 1.5, HIDDEN)
+
+        def pooled(**kw: Any) -> Any:
+            states = bert(**kw).last_hidden_state
+            mask = kw["attention_mask"].unsqueeze(-1).to(states.dtype)
+            return states, (states * mask).sum(1) / mask.sum(1) * scale
+
+        export(pooled, [bert], graph, inputs, {"last_hidden_state": 3, "sentence_embedding": 2})
+    elif family == "splade":  # MLM logits over the vocabulary
+        mlm = transformers.BertForMaskedLM(cfg).eval()
+        export(lambda **kw: mlm(**kw).logits, [mlm], graph, inputs, {"logits": 3})
+    elif family == "colbert":  # BERT + bias-free projection, unit token vectors in the graph
+        bert = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+        linear = torch.nn.Linear(HIDDEN, 16, bias=False)
+
+        def colbert(**kw: Any) -> Any:
+            vectors = linear(bert(**kw).last_hidden_state)
+            return torch.nn.functional.normalize(vectors, dim=-1)
+
+        export(colbert, [bert, linear], graph, inputs, {"contextual": 3})
+    elif family in ("rerank", "rerank-xlmr"):  # one logit per pair
+        head = (
+            transformers.XLMRobertaForSequenceClassification
+            if xlmr
+            else transformers.BertForSequenceClassification
+        )
+        classifier = head(cfg).eval()
+        export(lambda **kw: classifier(**kw).logits, [classifier], graph, inputs, {"logits": 2})
+    else:
+        raise ValueError(family)
+    return directory
+
+
+def lay_out(source: Path, directory: Path, model_files: Iterable[str]) -> Path:
+    """A copy of a family's directory with its graph under each of the given file names."""
+    if not directory.exists():
+        shutil.copytree(source, directory)
+    for name in model_files:
+        target = directory / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / "model.onnx", target)
+    return directory
