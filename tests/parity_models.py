@@ -127,14 +127,14 @@ def config(kind: str) -> Any:
         return transformers.XLMRobertaConfig(
             **common,
             vocab_size=len(xlmr_vocab()),
-            max_position_embeddings=130,
+            max_position_embeddings=514,
             pad_token_id=1,
             bos_token_id=0,
             eos_token_id=2,
             type_vocab_size=1,
         )
     return transformers.BertConfig(
-        **common, vocab_size=len(bert_vocab()), max_position_embeddings=128, pad_token_id=0
+        **common, vocab_size=len(bert_vocab()), max_position_embeddings=512, pad_token_id=0
     )
 
 

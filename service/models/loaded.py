@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from service.errors import InferenceFailed
-from service.models.catalogue import ModelSpec
+from service.models.catalogue import ModelSpec, TokenLimit
 from service.models.store import EXACT_COSINE
 from service.models.text import TextEncoder, load_text_encoder
 
@@ -36,7 +36,9 @@ class LoadedModel:
     spec: ModelSpec
     directory: Path
     handler: KindHandler
-    text: TextEncoder | None = None
+    text: TextEncoder | None = None  # cut at the default limit (spec.token_limit)
+    # Every limit a request may choose, by its length in tokens (one entry for most models).
+    encoders: dict[int, TextEncoder] = field(default_factory=dict)
     runners: list[OnnxRunner] = field(default_factory=list)
     solo: bool = False  # adaptive sessions: runners[0] on all threads, the rest on one each
     resources: Any = None
@@ -64,6 +66,10 @@ class LoadedModel:
             raise RuntimeError(f"model {self.name} has no tokenizer")
         return self.text
 
+    def encoder_for(self, choice: TokenLimit | None) -> TextEncoder:
+        """The tokenizer cutting at a request's choice of limit (None: the model's default)."""
+        return self.encoders.get(self.spec.limit_of(choice)) or self.encoder
+
     def process(self, worker: int, payloads: Sequence[Any]) -> Sequence[Any]:
         """Run one batch on session `worker`: collate, infer, post-process (a worker thread)."""
         feeds = self.handler.collate(self, payloads)
@@ -83,7 +89,9 @@ def open_model(spec: ModelSpec, directory: Path, handler: KindHandler) -> Loaded
     needs to prepare requests; the engine adds the sessions (service/engine/loading.py)."""
     model = LoadedModel(spec=spec, directory=directory, handler=handler)
     if handler.needs_text:
-        model.text = load_text_encoder(directory, spec.max_length)
+        for length in {spec.max_length, spec.limit_of("fastembed")}:
+            model.encoders[length] = load_text_encoder(directory, length)
+        model.text = model.encoders[spec.limit_of(None)]
     if handler.load_resources is not None:
         model.resources = handler.load_resources(spec, directory)
     return model

@@ -101,7 +101,14 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
         usage = token_usage(chunked.tokens)
         return json_response({**dense_body(model, chunked, body), "usage": usage})
     result = await deps.until_disconnect(
-        request, embed(model, call.texts, input_type=body.input_type, truncate=call.truncate)
+        request,
+        embed(
+            model,
+            call.texts,
+            input_type=body.input_type,
+            truncate=call.truncate,
+            limit=body.token_limit,
+        ),
     )
     normalize = model.spec.normalize if body.normalize is None else body.normalize
     vectors = shape_vectors(

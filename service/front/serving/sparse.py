@@ -12,6 +12,7 @@ import numpy as np
 
 from service.errors import InvalidInput
 from service.front.shared.batched import lengths, submit_counted
+from service.models.catalogue import TokenLimit
 from service.models.kinds import bm25, bm42
 from service.models.kinds.encoded import InputType
 from service.models.kinds.m3 import wanting
@@ -19,6 +20,14 @@ from service.models.kinds.sparse import SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
 
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Whether over-long inputs are cut (else refused), and at which limit."""
+
+    truncate: bool
+    limit: TokenLimit | None
 
 
 @dataclass(frozen=True)
@@ -45,11 +54,13 @@ async def embed_sparse(
     input_type: InputType,
     truncate: bool,
     language: str | None = None,
+    limit: TokenLimit | None = None,
 ) -> SparseResult:
     """Sparse vectors for `texts`, in order; an empty string gets an empty vector."""
     check_language(model, language)
     kept = [i for i, text in enumerate(texts) if text]
-    result = await _embed_non_empty(model, [texts[i] for i in kept], input_type, truncate, language)
+    cut = Cut(truncate, limit)
+    result = await _embed_non_empty(model, [texts[i] for i in kept], input_type, cut, language)
     vectors = [EMPTY] * len(texts)
     for index, vector in zip(kept, result.vectors, strict=True):
         vectors[index] = vector
@@ -60,7 +71,7 @@ async def _embed_non_empty(
     model: LoadedModel,
     texts: list[str],
     input_type: InputType,
-    truncate: bool,
+    cut: Cut,
     language: str | None,
 ) -> SparseResult:
     if not texts:
@@ -73,7 +84,7 @@ async def _embed_non_empty(
         counted: list[int] = []
 
         def queries() -> list[SparseVector]:
-            items = prepare_texts(model, texts, input_type, truncate)
+            items = prepare_texts(model, texts, input_type, cut.truncate, cut.limit)
             counted.append(lengths(items))
             return bm42.query_vectors(model, [encoded for _, encoded in items])
 
@@ -81,7 +92,10 @@ async def _embed_non_empty(
         return SparseResult(vectors, counted[0])
 
     vectors, tokens = await submit_counted(
-        model, lambda: wanting(model, prepare_texts(model, texts, input_type, truncate), "sparse")
+        model,
+        lambda: wanting(
+            model, prepare_texts(model, texts, input_type, cut.truncate, cut.limit), "sparse"
+        ),
     )
     return SparseResult(vectors, tokens)
 

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from service.errors import InferenceFailed
 from service.models.buffers import PadBuffers
-from service.models.catalogue import ModelSpec
+from service.models.catalogue import ModelSpec, TokenLimit
 from service.models.chunking import Windowed
 from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.encoded import InputType, with_lengths
@@ -64,16 +64,24 @@ def with_prefix(
 
 
 def prepare_texts(
-    model: LoadedModel, texts: Sequence[str], input_type: InputType | None, truncate: bool
+    model: LoadedModel,
+    texts: Sequence[str],
+    input_type: InputType | None,
+    truncate: bool,
+    limit: TokenLimit | None = None,
 ) -> list[tuple[int, Encoded]]:
-    encoded = encode_texts(model.encoder, with_prefix(model, texts, input_type), truncate=truncate)
+    encoder = model.encoder_for(limit)
+    encoded = encode_texts(encoder, with_prefix(model, texts, input_type), truncate=truncate)
     return with_lengths(encoded)
 
 
 def prepare_ids(
-    model: LoadedModel, inputs: Sequence[Sequence[int]], truncate: bool
+    model: LoadedModel,
+    inputs: Sequence[Sequence[int]],
+    truncate: bool,
+    limit: TokenLimit | None = None,
 ) -> list[tuple[int, Encoded]]:
-    encoded = encode_token_ids(model.encoder, inputs, truncate=truncate)
+    encoded = encode_token_ids(model.encoder_for(limit), inputs, truncate=truncate)
     return with_lengths(encoded)
 
 
