@@ -29,6 +29,7 @@ from service.models.catalogue import load_catalogue
 from tests import image_models, parity_models
 from tests.conftest import serving
 from tests.exporting import EXPORT_WARNINGS
+from tests.parity_checks import CHECKS, PARITY
 
 pytestmark = EXPORT_WARNINGS
 CATALOGUE = load_catalogue()
@@ -50,6 +51,28 @@ DENSE_GRAPHS = {
     "LastTokenNormalizedEmbedding": "dense",
     "BuiltinSentenceEmbedding": "dense-pooled",
 }
+
+
+# FastEmbed's classes whose every listed, served name this module runs.
+RUN_HERE = {
+    *DENSE_GRAPHS,
+    "CLIPOnnxEmbedding",
+    "SpladePP",
+    "Colbert",
+    "OnnxTextCrossEncoder",
+    "OnnxImageEmbedding",
+}
+
+
+def test_the_parity_table_sends_here_the_classes_run_here() -> None:
+    assert {cls for cls, (_, test) in CHECKS.items() if test == PARITY} == RUN_HERE
+
+
+def test_the_parity_table_in_the_docs_is_up_to_date() -> None:
+    from tools.parity_table import DOC, render, replaced
+
+    text = DOC.read_text()
+    assert replaced(text, render()) == text, "run `make parity-doc`"
 
 
 def fastembed_rows(registry: list[Any], classes: set[str] | None = None) -> dict[str, Any]:
