@@ -24,6 +24,11 @@ CHECKS: dict[str, tuple[str, str]] = {
         "alpha channel, the service composites it on white as transformers does)",
         PARITY,
     ),
+    "StaticTextEmbedding": (
+        "FastEmbed 0.9.1 and model2vec on tiny tables saved by model2vec (plain and "
+        "vocabulary-quantized)",
+        "tests/test_static_models.py",
+    ),
     "Bm25": (f"{ORACLE} the real Qdrant/bm25 files", "tests/test_sparse_bm25.py"),
     "Bm42": (f"{ORACLE} the real attentions graph (`make models`)", "tests/test_sparse_bm42.py"),
     "ColPali": (

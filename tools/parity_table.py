@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from service.models.catalogue import ModelSpec, find_row, load_catalogue
-from service.models.kinds import handler_for
+from service.models.kinds.registry import handler_for
 from tests.parity_checks import CHECKS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "fastembed-parity.md"
@@ -40,6 +40,8 @@ def fastembed_classes() -> dict[str, list[Any]]:
 def engine(spec: ModelSpec) -> str:
     handler = handler_for(spec)
     family = spec.options.get("family")
+    if handler.runner is not None:
+        return f"numpy token table, `{spec.source.model_file}`"
     if not handler.needs_session:
         return f"Python ({family}, no model run)"
     graph = f"ONNX Runtime, `{spec.source.model_file}`"

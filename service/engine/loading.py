@@ -69,6 +69,9 @@ def load_model(
     model.variant_check = variant_check(directory, chosen)
     if handler.needs_session:
         add_sessions(model, settings, provider)
+    elif handler.runner is not None:
+        model.runners = [handler.runner(model)]
+        model.provider = "numpy"
     log.info("loaded %s (%s) from %s on %s", spec.name, model.variant, directory, model.provider)
     return model
 

@@ -3,12 +3,13 @@ sessions; its batcher is the engine's, or a request-handling process's link to i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from service.errors import InferenceFailed
 from service.models.catalogue import ModelSpec, TokenLimit
@@ -16,8 +17,17 @@ from service.models.store import EXACT_COSINE
 from service.models.text import TextEncoder, load_text_encoder
 
 if TYPE_CHECKING:
-    from service.engine.runner import OnnxRunner
     from service.models.kinds.contract import KindHandler
+
+
+class Runner(Protocol):
+    """What runs a batch: an ONNX Runtime session (service/engine/runner.py), or a model
+    computed without one (service/models/kinds/static.py)."""
+
+    @property
+    def output_names(self) -> tuple[str, ...]: ...
+
+    def run(self, feeds: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]: ...
 
 
 class Batched(Protocol):
@@ -39,7 +49,7 @@ class LoadedModel:
     text: TextEncoder | None = None  # cut at the default limit (spec.token_limit)
     # Every limit a request may choose, by its length in tokens (one entry for most models).
     encoders: dict[int, TextEncoder] = field(default_factory=dict)
-    runners: list[OnnxRunner] = field(default_factory=list)
+    runners: list[Runner] = field(default_factory=list)
     solo: bool = False  # adaptive sessions: runners[0] on all threads, the rest on one each
     resources: Any = None
     variant: str = "original"
@@ -90,7 +100,7 @@ def open_model(spec: ModelSpec, directory: Path, handler: KindHandler) -> Loaded
     model = LoadedModel(spec=spec, directory=directory, handler=handler)
     if handler.needs_text:
         for length in {spec.max_length, spec.limit_of("fastembed")}:
-            model.encoders[length] = load_text_encoder(directory, length)
+            model.encoders[length] = load_text_encoder(directory, length, handler.special_tokens)
         model.text = model.encoders[spec.limit_of(None)]
     if handler.load_resources is not None:
         model.resources = handler.load_resources(spec, directory)

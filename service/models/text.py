@@ -59,13 +59,16 @@ class TextEncoder:
         return tokenizer
 
 
-def load_text_encoder(directory: Path, max_length: int) -> TextEncoder:
+def load_text_encoder(directory: Path, max_length: int, special_tokens: bool = True) -> TextEncoder:
     """Load tokenizer.json, dropping any fixed padding it carries (MiniLM's pads to 128) and
-    truncating at the model's max length instead of the file's."""
+    truncating at the model's max length instead of the file's; without its post-processor
+    (no [CLS]/[SEP]) where the model takes none (static models)."""
     path = directory / "tokenizer.json"
     if not path.is_file():
         raise ModelLoadError(f"{directory} has no tokenizer.json")
     tokenizer = Tokenizer.from_file(str(path))
+    if not special_tokens:
+        tokenizer.post_processor = None
     pad_id = _pad_id(tokenizer, directory)
     tokenizer.no_padding()
     tokenizer.no_truncation()
