@@ -39,8 +39,6 @@ NOT_YET_SERVED = {
     ("late", "lightonai/LateOn"),
     ("late", "lightonai/mLateOn"),
     ("multimodal", "Qdrant/colmodernvbert"),
-    ("rerank", "BAAI/bge-reranker-v2-m3"),
-    ("rerank", "BAAI/bge-reranker-v2-m3-int8"),
 }
 
 
