@@ -18,6 +18,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     "CLIPOnnxEmbedding": (f"{ORACLE} tiny random CLIP text tower", PARITY),
     "SpladePP": (f"{ORACLE} tiny random BertForMaskedLM", PARITY),
     "Colbert": (f"{ORACLE} tiny random ColBERT (BERT + projection)", PARITY),
+    "LateOn": (f"{ORACLE} tiny random BERT + projection (for ModernBERT)", PARITY),
+    "MLateOn": (f"{ORACLE} tiny random BERT + projection (for its encoder)", PARITY),
     "OnnxTextCrossEncoder": (f"{ORACLE} tiny random BERT / XLM-R cross-encoder", PARITY),
     "OnnxImageEmbedding": (
         f"{ORACLE} tiny random CLIP vision tower (transparent images: FastEmbed drops the "

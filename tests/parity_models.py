@@ -77,8 +77,11 @@ def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value))
 
 
-def save_bert_tokenizer(directory: Path, limit: int = FASTEMBED_LIMIT) -> None:
-    """BERT's WordPiece tokenizer files, with the fixed padding real tokenizer.json files carry."""
+def save_bert_tokenizer(
+    directory: Path, limit: int = FASTEMBED_LIMIT, mask: str = "[MASK]"
+) -> None:
+    """BERT's WordPiece tokenizer files, with the fixed padding real tokenizer.json files carry
+    (and another mask token as an added special token, where a model names one)."""
     vocab = bert_vocab()
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -86,10 +89,12 @@ def save_bert_tokenizer(directory: Path, limit: int = FASTEMBED_LIMIT) -> None:
     tokenizer.post_processor = bert_template(vocab)
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.enable_padding(length=limit, pad_id=0, pad_token="[PAD]")
+    if mask not in vocab:
+        tokenizer.add_special_tokens([mask])
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
-    specials = dict(zip(names, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], strict=True))
+    specials = dict(zip(names, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", mask], strict=True))
     write_json(directory / "special_tokens_map.json", specials)
     write_json(directory / "tokenizer_config.json", {"model_max_length": limit, **specials})
 
@@ -113,7 +118,11 @@ def save_xlmr_tokenizer(directory: Path, limit: int = FASTEMBED_LIMIT) -> None:
     write_json(directory / "tokenizer_config.json", {"model_max_length": limit, **specials})
 
 
-def config(kind: str) -> Any:
+# LateOn's and mLateOn's [Q] and [D] marker ids: their vocabularies are that large.
+LATEON_MARKERS = {"lateon": (50368, 50369), "mlateon": (256000, 256001)}
+
+
+def config(kind: str, vocab_size: int | None = None) -> Any:
     import transformers
 
     common = {
@@ -134,7 +143,10 @@ def config(kind: str) -> Any:
             type_vocab_size=1,
         )
     return transformers.BertConfig(
-        **common, vocab_size=len(bert_vocab()), max_position_embeddings=512, pad_token_id=0
+        **common,
+        vocab_size=vocab_size or len(bert_vocab()),
+        max_position_embeddings=512,
+        pad_token_id=0,
     )
 
 
@@ -189,12 +201,17 @@ def build(root: Path, family: str) -> Path:
     torch.manual_seed(sum(map(ord, family)))
     directory = root / family
     xlmr = family.endswith("xlmr")
-    (save_xlmr_tokenizer if xlmr else save_bert_tokenizer)(directory)
-    cfg = config("xlmr" if xlmr else "bert")
+    lateon = family in LATEON_MARKERS
+    if xlmr:
+        save_xlmr_tokenizer(directory)
+    else:
+        save_bert_tokenizer(directory, mask="<mask>" if family == "mlateon" else "[MASK]")
+    vocab_size = LATEON_MARKERS[family][1] + 1 if lateon else None
+    cfg = config("xlmr" if xlmr else "bert", vocab_size)
     cfg.save_pretrained(str(directory))
     # ColBERT graphs take no token types: FastEmbed inserts its marker into the ids and the
     # mask only, so a token_type_ids input would be one shorter.
-    inputs = XLMR_INPUTS if xlmr or family == "colbert" else BERT_INPUTS
+    inputs = XLMR_INPUTS if xlmr or family == "colbert" or lateon else BERT_INPUTS
     graph = directory / "model.onnx"
     if family == "dense":  # token states; FastEmbed pools (CLS, mean, last token)
         bert = transformers.BertModel(cfg, add_pooling_layer=False).eval()
@@ -227,6 +244,11 @@ def build(root: Path, family: str) -> Path:
             return torch.nn.functional.normalize(vectors, dim=-1)
 
         export(colbert, [bert, linear], graph, inputs, {"contextual": 3})
+    elif lateon:  # BERT standing in for ModernBERT + projection; FastEmbed normalises after
+        bert = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+        linear = torch.nn.Linear(HIDDEN, 16, bias=False)
+        project = lambda **kw: linear(bert(**kw).last_hidden_state)  # noqa: E731
+        export(project, [bert, linear], graph, inputs, {"token_embeddings": 3})
     elif family in ("rerank", "rerank-xlmr"):  # one logit per pair
         head = (
             transformers.XLMRobertaForSequenceClassification

@@ -36,8 +36,6 @@ NOT_YET_SERVED = {
     ("image", "nomic-ai/nomic-embed-vision-v1.5-Q"),
     ("sparse", "Qdrant/minicoil-v1"),
     ("sparse", "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-gte"),
-    ("late", "lightonai/LateOn"),
-    ("late", "lightonai/mLateOn"),
     ("multimodal", "Qdrant/colmodernvbert"),
 }
 

@@ -53,12 +53,17 @@ DENSE_GRAPHS = {
 }
 
 
+# FastEmbed's late-interaction classes run here, and the tiny graph each needs: ColBERT's
+# normalises in the graph; LateOn's (BERT standing in for ModernBERT) leaves it to FastEmbed.
+LATE_GRAPHS = {"Colbert": "colbert", "LateOn": "lateon", "MLateOn": "mlateon"}
+
+
 # FastEmbed's classes whose every listed, served name this module runs.
 RUN_HERE = {
     *DENSE_GRAPHS,
     "CLIPOnnxEmbedding",
     "SpladePP",
-    "Colbert",
+    *LATE_GRAPHS,
     "OnnxTextCrossEncoder",
     "OnnxImageEmbedding",
 }
@@ -109,7 +114,8 @@ def assert_same_vectors(ours: np.ndarray, theirs: np.ndarray, what: str) -> None
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("parity")
-    for family in ("dense", "dense-pooled", "splade", "colbert", "rerank", "rerank-xlmr"):
+    families = ("dense", "dense-pooled", "splade", "colbert", "lateon", "mlateon", "rerank")
+    for family in (*families, "rerank-xlmr"):
         parity_models.build(root, family)
     return root
 
@@ -200,19 +206,23 @@ def test_splade_weights_are_fastembeds(name: str, built: Path, tmp_path: Path) -
 
 
 # --- late interaction: ColBERT -----------------------------------------------------------------
-def colbert_names() -> list[str]:
+
+
+def late_rows() -> dict[str, tuple[str, Any]]:
     from fastembed import LateInteractionTextEmbedding
 
-    rows = fastembed_rows(LateInteractionTextEmbedding.EMBEDDINGS_REGISTRY, {"Colbert"})
-    return sorted(rows)
+    registry = LateInteractionTextEmbedding.EMBEDDINGS_REGISTRY
+    return fastembed_rows(registry, set(LATE_GRAPHS))
 
 
-@pytest.mark.parametrize("name", colbert_names())
-def test_colbert_token_vectors_are_fastembeds(name: str, built: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(late_rows()))
+def test_late_token_vectors_are_fastembeds(name: str, built: Path, tmp_path: Path) -> None:
+    """Markers, query expansion (or none), skip lists and normalisation are FastEmbed's."""
     from fastembed import LateInteractionTextEmbedding
 
     model_file = CATALOGUE[name].source.model_file
-    directory = laid_out(built, "colbert", name, model_file)
+    graph = LATE_GRAPHS[late_rows()[name][0]]
+    directory = laid_out(built, graph, name, model_file)
     reference = LateInteractionTextEmbedding(name, **fastembed_kwargs(directory, tmp_path))
     expected = {
         "document": list(reference.embed(TEXTS, batch_size=4)),
