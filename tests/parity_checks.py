@@ -31,6 +31,10 @@ CHECKS: dict[str, tuple[str, str]] = {
         "vocabulary-quantized)",
         "tests/test_static_models.py",
     ),
+    "NormalizedEmbedding": (
+        f"{ORACLE} tiny random ViT (the CLS token state, L2; transparent images as above)",
+        PARITY,
+    ),
     "Bm25": (f"{ORACLE} the real Qdrant/bm25 files", "tests/test_sparse_bm25.py"),
     "Bm42": (f"{ORACLE} the real attentions graph (`make models`)", "tests/test_sparse_bm42.py"),
     "ColPali": (

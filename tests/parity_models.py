@@ -156,6 +156,7 @@ def export(
     path: Path,
     inputs: tuple[str, ...],
     outputs: dict[str, int],
+    sample: tuple[Any, ...] = (),
 ) -> None:
     """Export `forward(**inputs)`, which uses the torch modules `parts`, with dynamic batch and
     sequence axes (TorchScript exporter: DESIGN.md); `outputs` names each output and its rank."""
@@ -169,9 +170,12 @@ def export(
         def forward(self, *args: torch.Tensor) -> Any:
             return forward(**dict(zip(inputs, args, strict=True)))
 
-    sample = tuple(torch.ones(2, 5, dtype=torch.long) for _ in inputs)
+    sample = sample or tuple(torch.ones(2, 5, dtype=torch.long) for _ in inputs)
     torch.nn.ModuleList(parts).eval()
-    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in inputs}
+    axes: dict[str, dict[int, str]] = {
+        name: {0: "batch"} if tensor.dim() == 4 else {0: "batch", 1: "sequence"}
+        for name, tensor in zip(inputs, sample, strict=True)
+    }
     for name, rank in outputs.items():
         axes[name] = {0: "batch", 1: "sequence"} if rank == 3 else {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,4 +275,36 @@ def lay_out(source: Path, directory: Path, model_files: Iterable[str]) -> Path:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / "model.onnx", target)
+    return directory
+
+
+def build_vit(directory: Path, preprocessor_config: Path, image_size: int) -> Path:
+    """A small random ViT whose graph gives its token states (last_hidden_state, CLS first), as
+    nomic-embed-vision's does; preprocessing from the given preprocessor_config.json. It is
+    768 wide, one layer deep: FastEmbed reshapes the states by the catalogued dimension."""
+    import torch
+    import transformers
+
+    torch.manual_seed(5)
+    config = transformers.ViTConfig(
+        image_size=image_size,
+        patch_size=8,
+        hidden_size=768,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    vit = transformers.ViTModel(config, add_pooling_layer=False).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(preprocessor_config, directory / "preprocessor_config.json")
+    sample = (torch.rand(2, 3, image_size, image_size),)
+    states = {"last_hidden_state": 3}
+    export(
+        lambda **kw: vit(**kw).last_hidden_state,
+        [vit],
+        directory / "model.onnx",
+        ("pixel_values",),
+        states,
+        sample,
+    )
     return directory

@@ -32,8 +32,6 @@ NOT_YET_SERVED = {
     ("dense", "Qdrant/constella-nano"),
     ("dense", "google/siglip2-base-patch16-224"),
     ("image", "google/siglip2-base-patch16-224"),
-    ("image", "nomic-ai/nomic-embed-vision-v1.5"),
-    ("image", "nomic-ai/nomic-embed-vision-v1.5-Q"),
     ("sparse", "Qdrant/minicoil-v1"),
     ("sparse", "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-gte"),
     ("multimodal", "Qdrant/colmodernvbert"),

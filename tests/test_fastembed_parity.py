@@ -25,7 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.models.catalogue import load_catalogue
+from service.models.catalogue import find_row, load_catalogue
 from tests import image_models, parity_models
 from tests.conftest import serving
 from tests.exporting import EXPORT_WARNINGS
@@ -66,6 +66,7 @@ RUN_HERE = {
     *LATE_GRAPHS,
     "OnnxTextCrossEncoder",
     "OnnxImageEmbedding",
+    "NormalizedEmbedding",
 }
 
 
@@ -285,7 +286,17 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def image_rows() -> dict[str, Any]:
     from fastembed import ImageEmbedding
 
-    return fastembed_rows(ImageEmbedding.EMBEDDINGS_REGISTRY, {"OnnxImageEmbedding"})
+    classes = {"OnnxImageEmbedding", "NormalizedEmbedding"}
+    rows = fastembed_rows(ImageEmbedding.EMBEDDINGS_REGISTRY, classes)
+    return {name: row for name, row in rows.items() if find_row(CATALOGUE, name, ["image"])}
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tiny_clip: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """nomic-embed-vision's graph: ViT token states; the CLS state is the embedding."""
+    directory = tmp_path_factory.mktemp("parity-vit")
+    config = tiny_clip[0] / "preprocessor_config.json"
+    return parity_models.build_vit(directory, config, image_models.IMAGE_SIZE)
 
 
 # FastEmbed drops an alpha channel (Image.convert("RGB")); the service composites it onto white,
@@ -301,17 +312,18 @@ def without_alpha(data: bytes) -> bytes:
 
 @pytest.mark.parametrize("name", sorted(image_rows()))
 def test_image_vectors_are_fastembeds(
-    name: str, tiny_clip: tuple[Path, Path], tmp_path: Path
+    name: str, tiny_clip: tuple[Path, Path], tiny_vit: Path, tmp_path: Path
 ) -> None:
     """Every FastEmbed image row through the tiny CLIP tower, under FastEmbed's name (the
     image route takes jinaai/jina-clip-v1 as the alias of jinaai/jina-clip-v1-vision). Opaque
     images give FastEmbed's vectors; a transparent one gives them once its alpha is dropped."""
     from fastembed import ImageEmbedding
 
-    model_file = image_rows()[name][1].model_file
+    cls, description = image_rows()[name]
     served = name if CATALOGUE[name].kind == "image" else f"{name}-vision"
-    assert CATALOGUE[served].source.model_file == model_file
-    directory = parity_models.lay_out(tiny_clip[0], tmp_path / "model", [model_file])
+    assert CATALOGUE[served].source.model_file == description.model_file
+    graph = tiny_vit if cls == "NormalizedEmbedding" else tiny_clip[0]
+    directory = parity_models.lay_out(graph, tmp_path / "model", [description.model_file])
     reference = ImageEmbedding(name, **fastembed_kwargs(directory, tmp_path / "cache"))
     samples = image_models.sample_images()
     paths = []
