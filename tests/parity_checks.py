@@ -35,6 +35,7 @@ CHECKS: dict[str, tuple[str, str]] = {
         f"{ORACLE} tiny random ViT (the CLS token state, L2; transparent images as above)",
         PARITY,
     ),
+    "IfSplade": (f"{ORACLE} tiny random BertForMaskedLM and an idf.json", PARITY),
     "Bm25": (f"{ORACLE} the real Qdrant/bm25 files", "tests/test_sparse_bm25.py"),
     "Bm42": (f"{ORACLE} the real attentions graph (`make models`)", "tests/test_sparse_bm42.py"),
     "ColPali": (

@@ -89,8 +89,8 @@ def save_bert_tokenizer(
     tokenizer.post_processor = bert_template(vocab)
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.enable_padding(length=limit, pad_id=0, pad_token="[PAD]")
-    if mask not in vocab:
-        tokenizer.add_special_tokens([mask])
+    # As real tokenizer.json files list them: added tokens marked special.
+    tokenizer.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", mask])
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")

@@ -32,7 +32,6 @@ NOT_YET_SERVED = {
     ("dense", "google/siglip2-base-patch16-224"),
     ("image", "google/siglip2-base-patch16-224"),
     ("sparse", "Qdrant/minicoil-v1"),
-    ("sparse", "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-gte"),
     ("multimodal", "Qdrant/colmodernvbert"),
 }
 

@@ -63,6 +63,7 @@ RUN_HERE = {
     *DENSE_GRAPHS,
     "CLIPOnnxEmbedding",
     "SpladePP",
+    "IfSplade",
     *LATE_GRAPHS,
     "OnnxTextCrossEncoder",
     "OnnxImageEmbedding",
@@ -204,6 +205,32 @@ def test_splade_weights_are_fastembeds(name: str, built: Path, tmp_path: Path) -
             assert response.status_code == 200, response.text
             for i, ours in enumerate(response.json()["embeddings"]):
                 assert_same_sparse(ours, theirs[i], f"{name} {input_type} {i}")
+
+
+def test_inference_free_splade_is_fastembeds(built: Path, tmp_path: Path) -> None:
+    """Documents through the graph, queries by IDF alone (FastEmbed's IfSplade)."""
+    from fastembed import SparseTextEmbedding
+
+    name = "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-gte"
+    directory = laid_out(built, "splade", name, CATALOGUE[name].source.model_file)
+    words = [*parity_models.WORDS[::2], "?", "!", "[CLS]", "[SEP]"]  # specials get no weight
+    idf = {word: 0.25 + i / 7 for i, word in enumerate(words)}
+    parity_models.write_json(directory / "idf.json", idf)
+    reference = SparseTextEmbedding(name, **fastembed_kwargs(directory, tmp_path))
+    queries = [*QUERIES, "zzz unknown", "the sun? the sun!"]
+    expected = {
+        "document": list(reference.embed(TEXTS, batch_size=4)),
+        "query": list(reference.query_embed(queries)),
+    }
+    with serving(models=[f"{name}@{directory}"]) as client:
+        for input_type, texts in (("document", TEXTS), ("query", queries)):
+            body = {"inputs": texts, "model": name, "input_type": input_type, "return_tokens": True}
+            response = client.post("/embed/sparse", json=body)
+            assert response.status_code == 200, response.text
+            for i, ours in enumerate(response.json()["embeddings"]):
+                assert_same_sparse(ours, expected[input_type][i], f"{input_type} {i}")
+                if input_type == "query":  # a lookup: exactly the IDF of each token
+                    assert ours["values"] == [idf[token] for token in ours["tokens"]]
 
 
 # --- late interaction: ColBERT -----------------------------------------------------------------

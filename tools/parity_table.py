@@ -45,6 +45,8 @@ def engine(spec: ModelSpec) -> str:
     if not handler.needs_session:
         return f"Python ({family}, no model run)"
     graph = f"ONNX Runtime, `{spec.source.model_file}`"
+    if family == "if_splade":
+        return f"{graph} (documents); `idf.json` lookup (queries, no model run)"
     return f"{graph} + {family} weights" if family in ("bm42",) else graph
 
 

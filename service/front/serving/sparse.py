@@ -13,12 +13,14 @@ import numpy as np
 from service.errors import InvalidInput
 from service.front.shared.batched import lengths, submit_counted
 from service.models.catalogue import TokenLimit
-from service.models.kinds import bm25, bm42
+from service.models.kinds import bm25, bm42, if_splade
 from service.models.kinds.encoded import InputType
 from service.models.kinds.m3 import wanting
 from service.models.kinds.sparse import SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
 
+# Families whose queries run no model: BM42 (1 per stem), inference-free SPLADE (IDF lookup).
+QUERIES_WITHOUT_INFERENCE = {"bm42": bm42.query_vectors, "if_splade": if_splade.query_vectors}
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
 
@@ -80,13 +82,14 @@ async def _embed_non_empty(
     if kind == "bm25":
         vectors = await asyncio.to_thread(bm25.embed, model, texts, input_type, language)
         return SparseResult(vectors, sum(len(bm25.words(text)) for text in texts))
-    if kind == "bm42" and input_type == "query":
+    if kind in QUERIES_WITHOUT_INFERENCE and input_type == "query":
         counted: list[int] = []
+        encode = QUERIES_WITHOUT_INFERENCE[kind]
 
         def queries() -> list[SparseVector]:
             items = prepare_texts(model, texts, input_type, cut.truncate, cut.limit)
             counted.append(lengths(items))
-            return bm42.query_vectors(model, [encoded for _, encoded in items])
+            return encode(model, [encoded for _, encoded in items])
 
         vectors = await asyncio.to_thread(queries)
         return SparseResult(vectors, counted[0])

@@ -24,7 +24,7 @@ from service.models.text import Encoded, encode_texts
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
-FAMILIES = ("splade", "bm25", "bm42")
+FAMILIES = ("splade", "bm25", "bm42", "if_splade")
 
 
 @dataclass(frozen=True)
