@@ -170,6 +170,38 @@ def test_dense_vectors_are_fastembeds(
     assert_same_vectors(np.array(response.json()["embeddings"]), theirs, name)
 
 
+def test_stella_queries_go_to_a_served_constella_encoder(built: Path, tmp_path: Path) -> None:
+    """One name for both sides: documents through stella, queries through constella-nano
+    when it is served (FastEmbed's vectors of each), else through stella with its prompt."""
+    from fastembed import TextEmbedding
+
+    stella, nano = "Qdrant/stella-en-400M-v5-doc-onnx", "Qdrant/constella-nano"
+    assert CATALOGUE[stella].options["query_encoders"][0] == nano
+    doc_dir = laid_out(built, "dense", stella, "model.onnx")
+    query_dir = laid_out(built, "dense-pooled", nano, "model.onnx")  # other weights
+    kwargs = {"local_files_only": True, "cache_dir": str(tmp_path)}
+    documents = TextEmbedding(stella, specific_model_path=str(doc_dir), **kwargs)
+    queries = TextEmbedding(nano, specific_model_path=str(query_dir), **kwargs)
+    prompted = [CATALOGUE[stella].query_prefix + q for q in QUERIES]
+    expected = {
+        "document": np.stack(list(documents.embed(QUERIES))),
+        "query": np.stack(list(queries.embed(QUERIES))),
+        "alone": np.stack(list(documents.embed(prompted))),
+    }
+    both = [f"{stella}@{doc_dir}", f"{nano}@{query_dir}"]
+    for served, input_type, want in (
+        (both, "document", "document"),
+        (both, "query", "query"),
+        (both[:1], "query", "alone"),
+    ):
+        with serving(models=served) as client:
+            body = {"inputs": QUERIES, "model": stella, "input_type": input_type}
+            response = client.post("/embed/dense", json=body)
+        assert response.status_code == 200, response.text
+        got = np.array(response.json()["embeddings"])
+        assert_same_vectors(got, expected[want], f"{input_type} with {len(served)} served")
+
+
 # --- sparse: SPLADE ----------------------------------------------------------------------------
 def splade_names() -> list[str]:
     from fastembed import SparseTextEmbedding

@@ -53,6 +53,16 @@ class ModelRegistry:
             )
         return found
 
+    def encoder_for(self, model: LoadedModel, input_type: str | None) -> LoadedModel:
+        """The model that embeds `input_type` inputs for `model`: for queries, the first served
+        model of its options.query_encoders (stella's constella encoders), else itself."""
+        if input_type == "query":
+            for name in model.spec.options.get("query_encoders", ()):
+                encoder = self.models.get(name)
+                if encoder is not None and encoder.spec.kind == model.spec.kind:
+                    return encoder
+        return model
+
     def _by_alias(self, name: str, kinds: tuple[str, ...]) -> LoadedModel | None:
         """A served model of the route's kinds known by `name` too (catalogue aliases), which
         wins over a served model of another kind that has that name."""

@@ -85,7 +85,7 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     """Dense embeddings with query/document prefixes, truncation and normalisation options;
     with `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
     call = texts_call(request, body, ("dense", "m3"))
-    model = call.model
+    model = deps.registry(request).encoder_for(call.model, body.input_type)
     renormalised = body.normalize not in (None, model.spec.normalize)
     check_scale(body.embedding_type, dimensions=body.dimensions, renormalised=renormalised)
     if body.chunking is not None:
