@@ -36,6 +36,14 @@ CHECKS: dict[str, tuple[str, str]] = {
         PARITY,
     ),
     "IfSplade": (f"{ORACLE} tiny random BertForMaskedLM and an idf.json", PARITY),
+    "SiglipOnnxTextEmbedding": (
+        f"{ORACLE} tiny random SigLIP text tower (pooler_output by name, fixed padding)",
+        PARITY,
+    ),
+    "SiglipOnnxImageEmbedding": (
+        f"{ORACLE} tiny random SigLIP vision tower (pooler_output by name; opaque images)",
+        PARITY,
+    ),
     "Bm25": (f"{ORACLE} the real Qdrant/bm25 files", "tests/test_sparse_bm25.py"),
     "Bm42": (f"{ORACLE} the real attentions graph (`make models`)", "tests/test_sparse_bm42.py"),
     "ColPali": (

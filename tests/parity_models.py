@@ -308,3 +308,61 @@ def build_vit(directory: Path, preprocessor_config: Path, image_size: int) -> Pa
         sample,
     )
     return directory
+
+
+SIGLIP_LENGTH = 16  # the tiny text tower's fixed length (SigLIP 2's is 64)
+
+
+def build_siglip(root: Path, image_size: int) -> tuple[Path, Path]:
+    """A tiny random SiglipModel (SigLIP 2's fixed-resolution checkpoints are SigLIP models):
+    the text tower (input_ids only; last_hidden_state and pooler_output, the state of the last
+    position through its head) and the vision tower (the same two outputs), each in a directory
+    laid out as onnx-community's repository is, with FastEmbed's tokenizer files."""
+    import torch
+    import transformers
+
+    torch.manual_seed(11)
+    vocab = bert_vocab()
+    tower = {"hidden_size": HIDDEN, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = transformers.SiglipConfig(
+        text_config={
+            **tower,
+            "intermediate_size": 64,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": SIGLIP_LENGTH,
+            "pad_token_id": 0,
+        },
+        vision_config={**tower, "intermediate_size": 64, "image_size": image_size, "patch_size": 8},
+    )
+    model = transformers.SiglipModel(config).eval()
+    text, vision = root / "siglip-text", root / "siglip-vision"
+    save_bert_tokenizer(text, limit=SIGLIP_LENGTH)
+    outputs = {"last_hidden_state": 3, "pooler_output": 2}
+
+    def text_tower(**kw: Any) -> Any:
+        out = model.text_model(**kw)
+        return out.last_hidden_state, out.pooler_output
+
+    def vision_tower(**kw: Any) -> Any:
+        out = model.vision_model(**kw)
+        return out.last_hidden_state, out.pooler_output
+
+    export(text_tower, [model], text / "model.onnx", ("input_ids",), outputs)
+    vision.mkdir(parents=True, exist_ok=True)
+    write_json(
+        vision / "preprocessor_config.json",
+        {
+            "image_processor_type": "SiglipImageProcessor",
+            "do_resize": True,
+            "size": {"height": image_size, "width": image_size},
+            "resample": 2,
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+        },
+    )
+    sample = (torch.rand(2, 3, image_size, image_size),)
+    export(vision_tower, [model], vision / "model.onnx", ("pixel_values",), outputs, sample)
+    return text, vision

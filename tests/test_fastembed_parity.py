@@ -68,6 +68,8 @@ RUN_HERE = {
     "OnnxTextCrossEncoder",
     "OnnxImageEmbedding",
     "NormalizedEmbedding",
+    "SiglipOnnxTextEmbedding",
+    "SiglipOnnxImageEmbedding",
 }
 
 
@@ -423,5 +425,64 @@ def test_clip_text_tower_is_fastembeds(tiny_clip: tuple[Path, Path], tmp_path: P
     )
     with serving(models=[f"{name}@{tiny_clip[1]}"], catalogue_files=[short]) as client:
         response = client.post("/embed/dense", json={"inputs": texts, "model": name})
+    assert response.status_code == 200, response.text
+    assert_same_vectors(np.array(response.json()["embeddings"]), theirs, name)
+
+
+# --- SigLIP 2: an output chosen by name; text padded to its fixed length ----------------------
+@pytest.fixture(scope="module")
+def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("parity-siglip")
+    return parity_models.build_siglip(root, image_models.IMAGE_SIZE)
+
+
+def test_siglip_text_tower_is_fastembeds(tiny_siglip: tuple[Path, Path], tmp_path: Path) -> None:
+    """Inputs of different lengths in one batch: each is padded to the fixed length, so a
+    vector does not depend on its batch companions (FastEmbed batches them otherwise)."""
+    from fastembed import TextEmbedding
+
+    name = "google/siglip2-base-patch16-224"
+    row = CATALOGUE[name]
+    assert dict(row.options) == {"pooled_output": "pooler_output", "pad_to": 64}
+    assert row.max_length == 64 and row.source.model_file == "onnx/text_model.onnx"
+    directory = parity_models.lay_out(tiny_siglip[0], tmp_path / "model", [row.source.model_file])
+    texts = [text for text in TEXTS if len(text.split()) < 10]
+    reference = TextEmbedding(name, **fastembed_kwargs(directory, tmp_path / "cache"))
+    theirs = np.stack(list(reference.embed(texts, batch_size=3)))
+    # The row as it is, but for the tiny tower's 16 positions (the real one has 64).
+    length = parity_models.SIGLIP_LENGTH
+    short = tmp_path / "short.toml"
+    short.write_text(
+        f'[[model]]\nname = "{name}"\nkind = "dense"\ndim = {row.dim}\nmax_length = {length}\n'
+        f'license = "mit"\noptions = {{pooled_output = "pooler_output", pad_to = {length}}}\n'
+        f'[model.source]\nhf = "{row.source.hf}"\nmodel_file = "{row.source.model_file}"\n'
+    )
+    with serving(models=[f"{name}@{directory}"], catalogue_files=[short]) as client:
+        response = client.post("/embed/dense", json={"inputs": texts, "model": name})
+        alone = client.post("/embed/dense", json={"inputs": texts[:1], "model": name})
+    assert response.status_code == 200, response.text
+    ours = np.array(response.json()["embeddings"])
+    assert_same_vectors(ours, theirs, name)
+    assert_same_vectors(np.array(alone.json()["embeddings"]), theirs[:1], f"{name} alone")
+
+
+def test_siglip_image_tower_is_fastembeds(tiny_siglip: tuple[Path, Path], tmp_path: Path) -> None:
+    from fastembed import ImageEmbedding
+
+    name = "google/siglip2-base-patch16-224"
+    served = find_row(CATALOGUE, name, ["image"])
+    assert served is not None and served.name == f"{name}-vision"
+    model_file = served.source.model_file
+    directory = parity_models.lay_out(tiny_siglip[1], tmp_path / "model", [model_file])
+    reference = ImageEmbedding(name, **fastembed_kwargs(directory, tmp_path / "cache"))
+    images = [without_alpha(data) for data in image_models.sample_images().values()]
+    paths = []
+    for i, data in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(data)
+    theirs = np.stack(list(reference.embed([str(p) for p in paths], batch_size=3)))
+    with serving(models=[f"{served.name}@{directory}"]) as client:
+        encoded = [base64.b64encode(data).decode() for data in images]
+        response = client.post("/embed/image", json={"images": encoded, "model": name})
     assert response.status_code == 200, response.text
     assert_same_vectors(np.array(response.json()["embeddings"]), theirs, name)

@@ -131,6 +131,7 @@ def test_catalogue_lists_fastembeds_image_models() -> None:
         "jinaai/jina-clip-v1-vision": 768,
         "nomic-ai/nomic-embed-vision-v1.5": 768,
         "nomic-ai/nomic-embed-vision-v1.5-Q": 768,
+        "google/siglip2-base-patch16-224-vision": 768,
     }
     # the matching text towers are dense rows with the same dimension
     assert catalogue["Qdrant/clip-ViT-B-32-text"].dim == 512

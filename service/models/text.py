@@ -175,9 +175,12 @@ def encode_token_ids(
     return result
 
 
-def pad_batch(items: Sequence[Encoded], pad_id: int) -> dict[str, npt.NDArray[np.int64]]:
-    """Right-pad a batch to its longest item: input_ids, attention_mask, token_type_ids."""
-    width = max(len(item) for item in items)
+def pad_batch(
+    items: Sequence[Encoded], pad_id: int, at_least: int = 0
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Right-pad a batch to its longest item (or to `at_least`): input_ids, attention_mask,
+    token_type_ids."""
+    width = max(at_least, *(len(item) for item in items))
     ids = np.full((len(items), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(items), width), dtype=np.int64)
     types = np.zeros((len(items), width), dtype=np.int64)

@@ -41,6 +41,13 @@ class KindHandler:
     special_tokens: bool = True  # the tokenizer's [CLS]/[SEP] around each text
 
 
+def output_index(model: LoadedModel, chosen: int | str) -> int:
+    """A graph output by index, or by name (SigLIP's `pooler_output`)."""
+    if isinstance(chosen, str) and not chosen.isdigit():
+        return model.runners[0].output_names.index(chosen)
+    return int(chosen)
+
+
 def no_resources(spec: ModelSpec, directory: Path) -> None:
     return None
 

@@ -18,10 +18,10 @@ from service.errors import InferenceFailed
 from service.models.buffers import PadBuffers
 from service.models.catalogue import ModelSpec, TokenLimit
 from service.models.chunking import Windowed
-from service.models.kinds.contract import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler, output_index
 from service.models.kinds.encoded import InputType, with_lengths
 from service.models.kinds.encoded import collate as encoded_collate
-from service.models.text import Encoded, encode_texts, encode_token_ids
+from service.models.text import Encoded, encode_texts, encode_token_ids, pad_batch
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
@@ -86,6 +86,9 @@ def prepare_ids(
 
 
 def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
+    fixed = model.spec.options.get("pad_to")
+    if fixed is not None:  # SigLIP pools the last position: every input padded alike
+        return dict(pad_batch(payloads, model.encoder.pad_id, int(fixed)))
     if isinstance(model.resources, PadBuffers):  # reused per worker thread (buffers.py)
         return dict(model.resources.pad(payloads, model.encoder.pad_id))
     return encoded_collate(model, payloads)
@@ -96,7 +99,7 @@ def postprocess(
 ) -> Sequence[Vectors]:
     pooled_output = model.spec.options.get("pooled_output")
     if pooled_output is not None:
-        vectors = np.asarray(outputs[int(pooled_output)], dtype=np.float32)
+        vectors = np.asarray(outputs[output_index(model, pooled_output)], dtype=np.float32)
     elif outputs[0].ndim == 2:  # the graph pools itself (converted with pooling in the graph)
         vectors = np.asarray(outputs[0], dtype=np.float32)
     else:
