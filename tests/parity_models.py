@@ -172,9 +172,9 @@ def export(
 
     sample = sample or tuple(torch.ones(2, 5, dtype=torch.long) for _ in inputs)
     torch.nn.ModuleList(parts).eval()
+    shapes = {0: {}, 2: {0: "batch", 1: "sequence"}, 4: {0: "batch"}}
     axes: dict[str, dict[int, str]] = {
-        name: {0: "batch"} if tensor.dim() == 4 else {0: "batch", 1: "sequence"}
-        for name, tensor in zip(inputs, sample, strict=True)
+        name: shapes[tensor.dim()] for name, tensor in zip(inputs, sample, strict=True)
     }
     for name, rank in outputs.items():
         axes[name] = {0: "batch", 1: "sequence"} if rank == 3 else {0: "batch"}
@@ -236,6 +236,18 @@ def build(root: Path, family: str) -> Path:
             return states, (states * mask).sum(1) / mask.sum(1) * scale
 
         export(pooled, [bert], graph, inputs, {"last_hidden_state": 3, "sentence_embedding": 2})
+    elif family == "dense-task":  # jina v3: a task_id input picks an adapter (a bias here)
+        bert = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+        tasks = torch.nn.Embedding(5, HIDDEN)
+
+        def adapted(**kw: Any) -> Any:
+            task = kw.pop("task_id")
+            return bert(**kw).last_hidden_state + tasks(task)
+
+        ones = torch.ones(2, 5, dtype=torch.long)
+        task_inputs = ("input_ids", "attention_mask", "task_id")
+        states = {"last_hidden_state": 3}
+        export(adapted, [bert, tasks], graph, task_inputs, states, (ones, ones, torch.tensor(1)))
     elif family == "splade":  # MLM logits over the vocabulary
         mlm = transformers.BertForMaskedLM(cfg).eval()
         export(lambda **kw: mlm(**kw).logits, [mlm], graph, inputs, {"logits": 3})

@@ -5,7 +5,8 @@ the service as NAME@DIR, so each row's pooling, normalisation, markers and post-
 are FastEmbed's own. Dense and multi-vectors: cosine at least 0.99999 per vector and the same
 norm; sparse: the same indices, values within 1e-4 relative; rerank: scores within 1e-4.
 
-Not covered here, and why: jinaai/jina-embeddings-v3 (a LoRA task input; its own tests),
+Not covered here, and why: jinaai/jina-embeddings-v3's queries (FastEmbed's query_embed
+feeds task 0, the service feeds task 1 to every input; its documents are checked here),
 jinaai/jina-colbert-v2 (its markers are ids 250002/250003, a 250k vocabulary), the BM25 and
 BM42 rows (tests/test_sparse_bm25.py and test_sparse_bm42.py compare with FastEmbed), and the
 ColPali rows: FastEmbed loads ColPali as one graph, which a tiny ColPali does not export to
@@ -50,6 +51,7 @@ DENSE_GRAPHS = {
     "PooledEmbedding": "dense",
     "LastTokenNormalizedEmbedding": "dense",
     "BuiltinSentenceEmbedding": "dense-pooled",
+    "JinaEmbeddingV3": "dense-task",
 }
 
 
@@ -118,7 +120,16 @@ def assert_same_vectors(ours: np.ndarray, theirs: np.ndarray, what: str) -> None
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("parity")
-    families = ("dense", "dense-pooled", "splade", "colbert", "lateon", "mlateon", "rerank")
+    families = (
+        "dense",
+        "dense-pooled",
+        "dense-task",
+        "splade",
+        "colbert",
+        "lateon",
+        "mlateon",
+        "rerank",
+    )
     for family in (*families, "rerank-xlmr"):
         parity_models.build(root, family)
     return root
