@@ -52,8 +52,7 @@ CHECKS: dict[str, tuple[str, str]] = {
         "tests/test_multimodal_api.py",
     ),
     "JinaEmbeddingV3": (
-        f"{ORACLE} tiny random BERT with a task_id input, documents (task 1); queries not yet: "
-        "FastEmbed's query_embed feeds task 0, the service task 1 to every input",
+        f"{ORACLE} tiny random BERT with a task_id input (queries task 0, documents 1)",
         PARITY,
     ),
     "JinaColbert": ("catalogue options only (markers 250002/250003)", "tests/test_late_api.py"),

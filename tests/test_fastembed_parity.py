@@ -5,12 +5,11 @@ the service as NAME@DIR, so each row's pooling, normalisation, markers and post-
 are FastEmbed's own. Dense and multi-vectors: cosine at least 0.99999 per vector and the same
 norm; sparse: the same indices, values within 1e-4 relative; rerank: scores within 1e-4.
 
-Not covered here, and why: jinaai/jina-embeddings-v3's queries (FastEmbed's query_embed
-feeds task 0, the service feeds task 1 to every input; its documents are checked here),
-jinaai/jina-colbert-v2 (its markers are ids 250002/250003, a 250k vocabulary), the BM25 and
-BM42 rows (tests/test_sparse_bm25.py and test_sparse_bm42.py compare with FastEmbed), and the
-ColPali rows: FastEmbed loads ColPali as one graph, which a tiny ColPali does not export to
-faithfully (DESIGN.md), so tests/test_multimodal_api.py checks them against transformers."""
+Not covered here, and why: jinaai/jina-colbert-v2 (its markers are ids 250002/250003, a 250k
+vocabulary); the BM25 and BM42 rows (tests/test_sparse_bm25.py and test_sparse_bm42.py compare
+with FastEmbed); the ColPali rows: FastEmbed loads ColPali as one graph, which a tiny ColPali
+does not export to faithfully (DESIGN.md), so tests/test_multimodal_api.py checks them against
+transformers."""
 
 from __future__ import annotations
 
@@ -27,8 +26,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.models.catalogue import find_row, load_catalogue
+from service.models.kinds.dense import prepare_texts
 from tests import image_models, parity_models
-from tests.conftest import serving
+from tests.conftest import engine_registry, serving
 from tests.exporting import EXPORT_WARNINGS
 from tests.parity_checks import CHECKS, PARITY
 
@@ -213,6 +213,35 @@ def test_stella_queries_go_to_a_served_constella_encoder(built: Path, tmp_path: 
         assert response.status_code == 200, response.text
         got = np.array(response.json()["embeddings"])
         assert_same_vectors(got, expected[want], f"{input_type} with {len(served)} served")
+
+
+def test_jina_v3_queries_and_documents_run_their_own_task(built: Path, tmp_path: Path) -> None:
+    """Queries through adapter 0, documents through 1 (FastEmbed's query_embed and embed), also
+    when one batch holds both."""
+    from fastembed import TextEmbedding
+
+    name = "jinaai/jina-embeddings-v3"
+    directory = laid_out(built, "dense-task", name, CATALOGUE[name].source.model_file)
+    reference = TextEmbedding(name, **fastembed_kwargs(directory, tmp_path))
+    expected = {
+        "query": np.stack(list(reference.query_embed(QUERIES))),
+        "document": np.stack(list(reference.passage_embed(QUERIES))),
+    }
+    assert cosine_rows(expected["query"], expected["document"]).max() < 0.999  # tasks differ
+    with serving(models=[f"{name}@{directory}"]) as client:
+        for input_type, vectors in expected.items():
+            body = {"inputs": QUERIES, "model": name, "input_type": input_type}
+            response = client.post("/embed/dense", json=body)
+            assert response.status_code == 200, response.text
+            assert_same_vectors(np.array(response.json()["embeddings"]), vectors, input_type)
+        model = engine_registry(client.app).models[name]
+        mixed = [
+            *(item for _, item in prepare_texts(model, QUERIES, "query", True)),
+            *(item for _, item in prepare_texts(model, QUERIES, "document", True)),
+        ]
+        together = np.stack(model.process(0, mixed[::-1]))[::-1]
+    both = np.concatenate([expected["query"], expected["document"]])
+    assert_same_vectors(together / np.linalg.norm(together, axis=1, keepdims=True), both, "mixed")
 
 
 # --- sparse: SPLADE ----------------------------------------------------------------------------

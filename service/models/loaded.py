@@ -81,10 +81,25 @@ class LoadedModel:
         return self.encoders.get(self.spec.limit_of(choice)) or self.encoder
 
     def process(self, worker: int, payloads: Sequence[Any]) -> Sequence[Any]:
-        """Run one batch on session `worker`: collate, infer, post-process (a worker thread)."""
+        """Run one batch on session `worker`: collate, infer, post-process (a worker thread).
+        Inputs for other tasks of a task input (TaskEncoded) run apart, one run per task."""
+        tasks = [getattr(item, "task", None) for item in payloads]
+        if all(task is None for task in tasks):
+            return self._run(worker, payloads, None)
+        results: list[Any] = [None] * len(payloads)
+        for task in dict.fromkeys(tasks):
+            rows = [i for i, t in enumerate(tasks) if t == task]
+            done = self._run(worker, [payloads[i] for i in rows], task)
+            for row, result in zip(rows, done, strict=True):
+                results[row] = result
+        return results
+
+    def _run(self, worker: int, payloads: Sequence[Any], task: int | None) -> Sequence[Any]:
         feeds = self.handler.collate(self, payloads)
         for name, value in self.spec.options.get("constant_inputs", {}).items():
             feeds[name] = np.asarray(value, dtype=np.int64)
+        if task is not None:
+            feeds[str(self.spec.options["task_input"])] = np.asarray(task, dtype=np.int64)
         outputs = self.runners[worker].run(feeds)
         for output in outputs:
             if output.dtype.kind == "f" and not np.isfinite(output).all():

@@ -59,6 +59,17 @@ class TextEncoder:
         return tokenizer
 
 
+@dataclass(frozen=True, slots=True)
+class TaskEncoded(Encoded):
+    """An input for a model with a task input (jina-embeddings-v3's LoRA adapters): a batch
+    holding several tasks runs once per task (LoadedModel.process)."""
+
+    task: int = 0
+
+    def __reduce__(self) -> tuple[type[TaskEncoded], tuple[Ids, Ids | None, int]]:  # type: ignore[override]
+        return TaskEncoded, (self.ids, self.type_ids, self.task)
+
+
 def load_text_encoder(directory: Path, max_length: int, special_tokens: bool = True) -> TextEncoder:
     """Load tokenizer.json, dropping any fixed padding it carries (MiniLM's pads to 128) and
     truncating at the model's max length instead of the file's; without its post-processor

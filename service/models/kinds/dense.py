@@ -21,7 +21,13 @@ from service.models.chunking import Windowed
 from service.models.kinds.contract import Feeds, KindHandler, output_index
 from service.models.kinds.encoded import InputType, with_lengths
 from service.models.kinds.encoded import collate as encoded_collate
-from service.models.text import Encoded, encode_texts, encode_token_ids, pad_batch
+from service.models.text import (
+    Encoded,
+    TaskEncoded,
+    encode_texts,
+    encode_token_ids,
+    pad_batch,
+)
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
@@ -72,6 +78,9 @@ def prepare_texts(
 ) -> list[tuple[int, Encoded]]:
     encoder = model.encoder_for(limit)
     encoded = encode_texts(encoder, with_prefix(model, texts, input_type), truncate=truncate)
+    task = model.spec.options.get("tasks", {}).get(input_type or "")
+    if task is not None:  # the graph's task input for this side (jina v3: queries 0)
+        encoded = [TaskEncoded(item.ids, item.type_ids, int(task)) for item in encoded]
     return with_lengths(encoded)
 
 
