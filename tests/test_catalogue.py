@@ -54,7 +54,7 @@ FASTEMBED = fastembed_names()
 
 def test_fastembed_lists_the_models_this_test_was_written_for() -> None:
     assert len(FASTEMBED) >= 70
-    assert {kind for kind, _ in FASTEMBED} == set(KINDS)
+    assert {kind for kind, _ in FASTEMBED} == set(KINDS) - {"m3"}  # BGE-M3 is not FastEmbed's
 
 
 def test_every_fastembed_name_has_a_row_of_its_kind_but_the_listed_gap() -> None:
