@@ -55,5 +55,9 @@ CHECKS: dict[str, tuple[str, str]] = {
         f"{ORACLE} tiny random BERT with a task_id input (queries task 0, documents 1)",
         PARITY,
     ),
-    "JinaColbert": ("catalogue options only (markers 250002/250003)", "tests/test_late_api.py"),
+    "JinaColbert": (
+        f"{ORACLE} tiny random XLM-RoBERTa ColBERT (markers 250002/250003, attends to its "
+        "query padding)",
+        PARITY,
+    ),
 }

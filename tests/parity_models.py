@@ -135,7 +135,7 @@ def config(kind: str, vocab_size: int | None = None) -> Any:
     if kind == "xlmr":
         return transformers.XLMRobertaConfig(
             **common,
-            vocab_size=len(xlmr_vocab()),
+            vocab_size=vocab_size or len(xlmr_vocab()),
             max_position_embeddings=514,
             pad_token_id=1,
             bos_token_id=0,
@@ -204,13 +204,15 @@ def build(root: Path, family: str) -> Path:
 
     torch.manual_seed(sum(map(ord, family)))
     directory = root / family
-    xlmr = family.endswith("xlmr")
+    xlmr = family.endswith("xlmr") or family == "jina-colbert"
     lateon = family in LATEON_MARKERS
     if xlmr:
         save_xlmr_tokenizer(directory)
     else:
         save_bert_tokenizer(directory, mask="<mask>" if family == "mlateon" else "[MASK]")
     vocab_size = LATEON_MARKERS[family][1] + 1 if lateon else None
+    if family == "jina-colbert":  # its [Q] and [D] markers are ids 250002 and 250003
+        vocab_size = 250004
     cfg = config("xlmr" if xlmr else "bert", vocab_size)
     cfg.save_pretrained(str(directory))
     # ColBERT graphs take no token types: FastEmbed inserts its marker into the ids and the
@@ -260,6 +262,15 @@ def build(root: Path, family: str) -> Path:
             return torch.nn.functional.normalize(vectors, dim=-1)
 
         export(colbert, [bert, linear], graph, inputs, {"contextual": 3})
+    elif family == "jina-colbert":  # XLM-RoBERTa + projection, unit vectors in the graph
+        encoder = transformers.XLMRobertaModel(cfg, add_pooling_layer=False).eval()
+        linear = torch.nn.Linear(HIDDEN, 16, bias=False)
+
+        def jina(**kw: Any) -> Any:
+            vectors = linear(encoder(**kw).last_hidden_state)
+            return torch.nn.functional.normalize(vectors, dim=-1)
+
+        export(jina, [encoder, linear], graph, inputs, {"contextual": 3})
     elif lateon:  # BERT standing in for ModernBERT + projection; FastEmbed normalises after
         bert = transformers.BertModel(cfg, add_pooling_layer=False).eval()
         linear = torch.nn.Linear(HIDDEN, 16, bias=False)

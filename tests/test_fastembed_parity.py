@@ -5,11 +5,10 @@ the service as NAME@DIR, so each row's pooling, normalisation, markers and post-
 are FastEmbed's own. Dense and multi-vectors: cosine at least 0.99999 per vector and the same
 norm; sparse: the same indices, values within 1e-4 relative; rerank: scores within 1e-4.
 
-Not covered here, and why: jinaai/jina-colbert-v2 (its markers are ids 250002/250003, a 250k
-vocabulary); the BM25 and BM42 rows (tests/test_sparse_bm25.py and test_sparse_bm42.py compare
-with FastEmbed); the ColPali rows: FastEmbed loads ColPali as one graph, which a tiny ColPali
-does not export to faithfully (DESIGN.md), so tests/test_multimodal_api.py checks them against
-transformers."""
+Not covered here, and why: the BM25 and BM42 rows (tests/test_sparse_bm25.py and
+test_sparse_bm42.py compare with FastEmbed); the ColPali rows: FastEmbed loads ColPali as one
+graph, which a tiny ColPali does not export to faithfully (DESIGN.md), so
+tests/test_multimodal_api.py checks them against transformers."""
 
 from __future__ import annotations
 
@@ -57,7 +56,12 @@ DENSE_GRAPHS = {
 
 # FastEmbed's late-interaction classes run here, and the tiny graph each needs: ColBERT's
 # normalises in the graph; LateOn's (BERT standing in for ModernBERT) leaves it to FastEmbed.
-LATE_GRAPHS = {"Colbert": "colbert", "LateOn": "lateon", "MLateOn": "mlateon"}
+LATE_GRAPHS = {
+    "Colbert": "colbert",
+    "JinaColbert": "jina-colbert",
+    "LateOn": "lateon",
+    "MLateOn": "mlateon",
+}
 
 
 # FastEmbed's classes whose every listed, served name this module runs.
@@ -124,6 +128,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "dense",
         "dense-pooled",
         "dense-task",
+        "jina-colbert",
         "splade",
         "colbert",
         "lateon",
