@@ -11,7 +11,7 @@ EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 CHECK_TEXTS = $(addprefix --check-texts ,data/calibration/cpython-docs.jsonl $(wildcard ../shared/bench/queries.jsonl))
 export EMBED_MODELS
 
-.PHONY: install models run test test-fast lint bench packing clean settings-doc soak image-test
+.PHONY: install models run test test-fast lint bench packing clean settings-doc parity-doc soak image-test
 
 install: $(VENV)/.installed
 
@@ -138,6 +138,9 @@ soak: models
 
 settings-doc: install
 	$(BIN)/python -m service settings --write-readme
+
+parity-doc: install
+	$(BIN)/python -m tools.parity_table --write
 
 clean:
 	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache .mypy_cache .ruff_cache

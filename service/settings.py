@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     truncate: bool = True
     """Inputs longer than a model's max tokens are truncated (true) or refused with 413 (false).
     A request's own `truncate` field overrides this."""
+    fastembed_limits: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Served models (comma separated names, or *) whose inputs are cut at the limit FastEmbed
+    0.9.1 applies to them rather than at the model's own, to match vectors FastEmbed stored
+    (all-MiniLM-L6-v2: 128 tokens against 256; docs/fastembed-parity.md). A request's
+    `token_limit` field overrides this."""
     token_id_inputs: bool = False
     """Accept token ids on /v1/embeddings, as ids of the served model's own vocabulary. Off:
     they get 400, because the clients that send ids (LangChain's OpenAIEmbeddings by default)
@@ -208,7 +213,9 @@ class Settings(BaseSettings):
     of two, or the largest the token budget allows), repeating its first row: ONNX Runtime
     runs a shape it has not met tens of times slower than one it has."""
 
-    @field_validator("models", "catalogue_files", "api_keys", "cors_origins", mode="before")
+    @field_validator(
+        "models", "catalogue_files", "api_keys", "cors_origins", "fastembed_limits", mode="before"
+    )
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)

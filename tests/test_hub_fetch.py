@@ -12,6 +12,7 @@ import pytest
 from service.engine.loading import hub_options, load_model
 from service.errors import ModelLoadError
 from service.models.catalogue import Source, spec_from_dict
+from service.models.kinds.dense import prepare_texts
 from service.models.store import HubOptions, model_directory, resolve_reference
 from service.settings import Settings
 from tests import tiny_models
@@ -158,3 +159,76 @@ def test_the_service_fetches_a_catalogue_model_through_hf_endpoint(
             body = httpx.post(f"{url}/embed/dense", json={"inputs": ["hello world"]}).json()
     expected = tiny_models.expected_dense(tiny_dense[1], "hello world")
     np.testing.assert_allclose(body["embeddings"][0], expected, atol=1e-6)
+
+
+EXTERNAL_REPO = "test-org/tiny-external"
+
+
+def external_data_repo(tiny_dense: tuple[Path, np.ndarray], out: Path) -> Path:
+    """The tiny model laid out as the Hub's large models are: onnx/model.onnx with its weights
+    in onnx/model.onnx_data beside it (ONNX external data, as jina v3, e5-large, Qwen3,
+    ColPali and bge-reranker-v2-m3 ship)."""
+    import onnx
+
+    shutil.copytree(tiny_dense[0], out)
+    (out / "service_model.json").unlink()  # a Hub repository has none
+    graph = onnx.load(str(out / "model.onnx"))
+    (out / "model.onnx").unlink()
+    (out / "onnx").mkdir()
+    onnx.save_model(
+        graph,
+        str(out / "onnx" / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx_data",
+        size_threshold=256,  # the weights; small constants stay inline, as exporters keep them
+    )
+    return out
+
+
+def test_external_data_loads_from_a_cold_hub_cache(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Fetched by huggingface_hub into its real layout (blobs, and snapshots of symlinks to
+    them) from an empty cache, then loaded by the installed onnxruntime. onnxruntime 1.24 to
+    1.2x refuse external data whose resolved path leaves the graph's directory (measured with
+    1.24.1 on this layout: "escapes model directory"; fastembed #603), so the model is served
+    from hard links in one directory (service/models/store.py: linked_snapshot)."""
+    source = external_data_repo(tiny_dense, tmp_path / "repo")
+    state = HubState()
+    state.add_directory(EXTERNAL_REPO, source)
+    spec = spec_from_dict(
+        {
+            "name": "test-org/tiny-external",
+            "kind": "dense",
+            "dim": tiny_models.DIM,
+            "pooling": "mean",
+            "max_length": 16,
+            "source": {
+                "hf": EXTERNAL_REPO,
+                "model_file": "onnx/model.onnx",
+                "additional_files": ["onnx/model.onnx_data"],
+            },
+        }
+    )
+    cache = tmp_path / "cache"
+    settings = Settings(models=[spec.name], cache_dir=cache)
+    with fake_hub(state) as url:
+        hub = HubOptions(cache_dir=cache, endpoint=url)
+        model = load_model(spec, settings, hub)
+    # The snapshot holds symlinks into blobs/; the model is served from hard links to the same
+    # blobs in one real directory, where the data resolves inside the graph's folder.
+    snapshot = next(cache.glob("models--test-org--tiny-external/snapshots/*"))
+    assert (snapshot / "onnx" / "model.onnx_data").is_symlink()
+    assert (snapshot / "onnx" / "model.onnx_data").resolve().parent.name == "blobs"
+    graph = model.directory / "onnx" / "model.onnx"
+    data = graph.parent / "model.onnx_data"
+    assert not graph.is_symlink() and not data.is_symlink()
+    assert data.resolve().parent == graph.resolve().parent == model.directory / "onnx"
+    assert data.stat().st_ino == (snapshot / "onnx" / "model.onnx_data").resolve().stat().st_ino
+    assert (model.directory / "tokenizer.json").is_file()
+    prepared = prepare_texts(model, ["hello world", "the cat sat"], None, truncate=True)
+    vectors = model.process(0, [payload for _, payload in prepared])
+    for vector, text in zip(vectors, ["hello world", "the cat sat"], strict=True):
+        expected = tiny_models.expected_dense(tiny_dense[1], text)
+        np.testing.assert_allclose(vector / np.linalg.norm(vector), expected, atol=1e-6)

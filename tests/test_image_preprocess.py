@@ -129,10 +129,14 @@ def test_catalogue_lists_fastembeds_image_models() -> None:
         "Qdrant/Unicom-ViT-B-16": 768,
         "Qdrant/Unicom-ViT-B-32": 512,
         "jinaai/jina-clip-v1-vision": 768,
+        "nomic-ai/nomic-embed-vision-v1.5": 768,
+        "nomic-ai/nomic-embed-vision-v1.5-Q": 768,
+        "google/siglip2-base-patch16-224-vision": 768,
     }
     # the matching text towers are dense rows with the same dimension
     assert catalogue["Qdrant/clip-ViT-B-32-text"].dim == 512
     assert catalogue["jinaai/jina-clip-v1"].dim == 768
+    assert catalogue["nomic-ai/nomic-embed-text-v1.5"].dim == 768
 
 
 def test_siglip_config_resizes_to_a_fixed_size_without_crop() -> None:

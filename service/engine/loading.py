@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from service.engine import scaling
@@ -68,6 +69,9 @@ def load_model(
     model.variant_check = variant_check(directory, chosen)
     if handler.needs_session:
         add_sessions(model, settings, provider)
+    elif handler.runner is not None:
+        model.runners = [handler.runner(model)]
+        model.provider = "numpy"
     log.info("loaded %s (%s) from %s on %s", spec.name, model.variant, directory, model.provider)
     return model
 
@@ -99,6 +103,21 @@ def add_sessions(model: LoadedModel, settings: Settings, provider: str) -> None:
     scaling.configure(model, settings)
 
 
+def with_token_limit(spec: ModelSpec, settings: Settings) -> ModelSpec:
+    """The spec cutting inputs at FastEmbed's limit by default where the setting names it."""
+    if spec.name in settings.fastembed_limits or "*" in settings.fastembed_limits:
+        return replace(spec, token_limit="fastembed")
+    return spec
+
+
+def check_limit_names(settings: Settings, served: set[str]) -> None:
+    unknown = set(settings.fastembed_limits) - served - {"*"}
+    if unknown:
+        raise ModelLoadError(
+            f"EMBED_FASTEMBED_LIMITS names models that are not served: {sorted(unknown)}"
+        )
+
+
 async def load_all(registry: ModelRegistry, settings: Settings, metrics: Metrics) -> None:
     """Load every configured model with its batcher; on failure keep /ready at 503 and say
     why (``registry.error``)."""
@@ -108,7 +127,9 @@ async def load_all(registry: ModelRegistry, settings: Settings, metrics: Metrics
         hub = hub_options(settings)
         references = [split_variant(reference) for reference in settings.models]
         specs = [(resolve_reference(name, catalogue), variant) for name, variant in references]
-        for spec, variant in specs:
+        check_limit_names(settings, {spec.name for spec, _ in specs})
+        for resolved, variant in specs:
+            spec = with_token_limit(resolved, settings)
             model = await asyncio.to_thread(load_model, spec, settings, hub, variant)
             if model.runners:
                 batcher = Batcher(

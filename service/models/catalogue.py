@@ -16,6 +16,10 @@ from service.errors import ModelLoadError
 
 # m3: BGE-M3, dense, sparse and late outputs of one graph (service/models/kinds/m3.py)
 Kind = Literal["dense", "sparse", "late", "image", "multimodal", "rerank", "m3"]
+# Which truncation limit a text is cut at: the model's own (max_length, the default), or the
+# one FastEmbed 0.9.1 applies to the same name (fastembed_max_length), to match vectors a
+# FastEmbed user already stored (docs/fastembed-parity.md).
+TokenLimit = Literal["model", "fastembed"]
 Pooling = Literal["cls", "mean", "last", "none"]
 KINDS: tuple[str, ...] = get_args(Kind)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
@@ -50,6 +54,22 @@ class ModelSpec:
     description: str = ""
     size_gb: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Other names a request may give this model by, on a route of its kind: FastEmbed's name
+    # where a catalogue name differs (FastEmbed calls Jina CLIP's image tower by the text
+    # tower's name, which is a dense row here).
+    aliases: tuple[str, ...] = ()
+    # FastEmbed's effective limit for this name where it differs from max_length: the smaller
+    # of model_max_length and max_length in the tokenizer_config.json of FastEmbed's Hub
+    # repository (fastembed #689). None: the same as max_length, as far as is known.
+    fastembed_max_length: int | None = None
+    # The limit inputs are cut at unless a request asks (EMBED_FASTEMBED_LIMITS sets it).
+    token_limit: TokenLimit = "model"
+
+    def limit_of(self, choice: TokenLimit | None) -> int:
+        """The truncation limit, in tokens, of a request's choice (None: the model's default)."""
+        if (choice or self.token_limit) == "fastembed" and self.fastembed_max_length:
+            return self.fastembed_max_length
+        return self.max_length
 
     def with_local_source(self, directory: Path) -> ModelSpec:
         local = replace(self.source, local=directory)
@@ -73,6 +93,8 @@ _SPEC_FIELDS = {
     "description",
     "size_gb",
     "options",
+    "aliases",
+    "fastembed_max_length",
 }
 _SOURCE_FIELDS = {"hf", "local", "revision", "model_file", "additional_files"}
 
@@ -106,12 +128,17 @@ def spec_from_dict(row: Mapping[str, Any], *, origin: str = "catalogue") -> Mode
     dim = row.get("dim")
     if kind in VECTOR_KINDS and not (isinstance(dim, int) and dim > 0):
         raise CatalogueError(f"{where}: dim must be a positive integer")
-    max_length = row.get("max_length", 512)
-    if not isinstance(max_length, int) or max_length < 2:
-        raise CatalogueError(f"{where}: max_length must be an integer >= 2")
+    for key in ("max_length", "fastembed_max_length"):
+        value = row.get(key, 512)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+            raise CatalogueError(f"{where}: {key} must be an integer >= 2")
     values = {k: v for k, v in row.items() if k in _SPEC_FIELDS}
     values["source"] = Source(**source_row)
     values["options"] = dict(row.get("options", {}))
+    aliases = row.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise CatalogueError(f"{where}: aliases must be a list of names")
+    values["aliases"] = tuple(aliases)
     return ModelSpec(**values)
 
 
@@ -132,3 +159,16 @@ def load_catalogue(extra_files: Iterable[Path] = ()) -> dict[str, ModelSpec]:
         for spec in load_catalogue_file(path):
             catalogue[spec.name] = spec
     return catalogue
+
+
+def find_row(
+    catalogue: Mapping[str, ModelSpec], name: str, kinds: Iterable[str]
+) -> ModelSpec | None:
+    """The row a request naming `name` on a route of `kinds` means: the row of that name if it
+    is of one of those kinds, else the row of those kinds that has `name` as an alias."""
+    wanted = set(kinds)
+    row = catalogue.get(name)
+    if row is not None and row.kind in wanted:
+        return row
+    aliased = [s for s in catalogue.values() if s.kind in wanted and name in s.aliases]
+    return aliased[0] if len(aliased) == 1 else None

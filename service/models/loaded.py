@@ -3,21 +3,31 @@ sessions; its batcher is the engine's, or a request-handling process's link to i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from service.errors import InferenceFailed
-from service.models.catalogue import ModelSpec
+from service.models.catalogue import ModelSpec, TokenLimit
 from service.models.store import EXACT_COSINE
 from service.models.text import TextEncoder, load_text_encoder
 
 if TYPE_CHECKING:
-    from service.engine.runner import OnnxRunner
     from service.models.kinds.contract import KindHandler
+
+
+class Runner(Protocol):
+    """What runs a batch: an ONNX Runtime session (service/engine/runner.py), or a model
+    computed without one (service/models/kinds/static.py)."""
+
+    @property
+    def output_names(self) -> tuple[str, ...]: ...
+
+    def run(self, feeds: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]: ...
 
 
 class Batched(Protocol):
@@ -36,8 +46,10 @@ class LoadedModel:
     spec: ModelSpec
     directory: Path
     handler: KindHandler
-    text: TextEncoder | None = None
-    runners: list[OnnxRunner] = field(default_factory=list)
+    text: TextEncoder | None = None  # cut at the default limit (spec.token_limit)
+    # Every limit a request may choose, by its length in tokens (one entry for most models).
+    encoders: dict[int, TextEncoder] = field(default_factory=dict)
+    runners: list[Runner] = field(default_factory=list)
     solo: bool = False  # adaptive sessions: runners[0] on all threads, the rest on one each
     resources: Any = None
     variant: str = "original"
@@ -64,11 +76,30 @@ class LoadedModel:
             raise RuntimeError(f"model {self.name} has no tokenizer")
         return self.text
 
+    def encoder_for(self, choice: TokenLimit | None) -> TextEncoder:
+        """The tokenizer cutting at a request's choice of limit (None: the model's default)."""
+        return self.encoders.get(self.spec.limit_of(choice)) or self.encoder
+
     def process(self, worker: int, payloads: Sequence[Any]) -> Sequence[Any]:
-        """Run one batch on session `worker`: collate, infer, post-process (a worker thread)."""
+        """Run one batch on session `worker`: collate, infer, post-process (a worker thread).
+        Inputs for other tasks of a task input (TaskEncoded) run apart, one run per task."""
+        tasks = [getattr(item, "task", None) for item in payloads]
+        if all(task is None for task in tasks):
+            return self._run(worker, payloads, None)
+        results: list[Any] = [None] * len(payloads)
+        for task in dict.fromkeys(tasks):
+            rows = [i for i, t in enumerate(tasks) if t == task]
+            done = self._run(worker, [payloads[i] for i in rows], task)
+            for row, result in zip(rows, done, strict=True):
+                results[row] = result
+        return results
+
+    def _run(self, worker: int, payloads: Sequence[Any], task: int | None) -> Sequence[Any]:
         feeds = self.handler.collate(self, payloads)
         for name, value in self.spec.options.get("constant_inputs", {}).items():
             feeds[name] = np.asarray(value, dtype=np.int64)
+        if task is not None:
+            feeds[str(self.spec.options["task_input"])] = np.asarray(task, dtype=np.int64)
         outputs = self.runners[worker].run(feeds)
         for output in outputs:
             if output.dtype.kind == "f" and not np.isfinite(output).all():
@@ -83,7 +114,9 @@ def open_model(spec: ModelSpec, directory: Path, handler: KindHandler) -> Loaded
     needs to prepare requests; the engine adds the sessions (service/engine/loading.py)."""
     model = LoadedModel(spec=spec, directory=directory, handler=handler)
     if handler.needs_text:
-        model.text = load_text_encoder(directory, spec.max_length)
+        for length in {spec.max_length, spec.limit_of("fastembed")}:
+            model.encoders[length] = load_text_encoder(directory, length, handler.special_tokens)
+        model.text = model.encoders[spec.limit_of(None)]
     if handler.load_resources is not None:
         model.resources = handler.load_resources(spec, directory)
     return model

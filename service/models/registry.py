@@ -41,7 +41,7 @@ class ModelRegistry:
                 if model.spec.kind in kinds:
                     return model
             raise ModelNotFound(f"no {' or '.join(kinds)} model is served", param="model")
-        found = self.models.get(name) or self._by_short_name(name)
+        found = self._by_alias(name, kinds) or self.models.get(name) or self._by_short_name(name)
         if found is None:
             served = ", ".join(sorted(self.models)) or "none yet"
             raise ModelNotFound(f"model {name!r} is not served (served: {served})", param="model")
@@ -52,6 +52,27 @@ class ModelRegistry:
                 param="model",
             )
         return found
+
+    def encoder_for(self, model: LoadedModel, input_type: str | None) -> LoadedModel:
+        """The model that embeds `input_type` inputs for `model`: for queries, the first served
+        model of its options.query_encoders (stella's constella encoders), else itself."""
+        if input_type == "query":
+            for name in model.spec.options.get("query_encoders", ()):
+                encoder = self.models.get(name)
+                if encoder is not None and encoder.spec.kind == model.spec.kind:
+                    return encoder
+        return model
+
+    def _by_alias(self, name: str, kinds: tuple[str, ...]) -> LoadedModel | None:
+        """A served model of the route's kinds known by `name` too (catalogue aliases), which
+        wins over a served model of another kind that has that name."""
+        own = self.models.get(name)
+        if own is not None and own.spec.kind in kinds:
+            return own
+        matches = [
+            m for m in self.models.values() if m.spec.kind in kinds and name in m.spec.aliases
+        ]
+        return matches[0] if len(matches) == 1 else None
 
     def _by_short_name(self, name: str) -> LoadedModel | None:
         matches = [m for m in self.models.values() if m.name.rsplit("/", 1)[-1] == name]

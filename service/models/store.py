@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
@@ -102,13 +103,47 @@ def model_directory(spec: ModelSpec, hub: HubOptions, extra_files: tuple[str, ..
     assert source.hf is not None  # catalogue validation guarantees hf or local
     required = (source.model_file, *source.additional_files, *extra_files)
     paths = [_download(source.hf, name, source.revision, hub, required=True) for name in required]
-    for name in OPTIONAL_FILES:
-        _download(source.hf, name, source.revision, hub, required=False)
+    optional = [
+        name
+        for name in OPTIONAL_FILES
+        if _download(source.hf, name, source.revision, hub, required=False) != Path()
+    ]
     # hf_hub_download keeps the repo layout, so the snapshot root is the model directory.
     root = paths[0]
     for _ in Path(source.model_file).parts:
         root = root.parent
+    if source.additional_files:  # external data: ONNX Runtime must find it inside the folder
+        return linked_snapshot(root, [*required, *optional])
     return root
+
+
+LINKS_DIR = "service-links"
+
+
+def linked_snapshot(snapshot: Path, files: list[str]) -> Path:
+    """The snapshot's files hard-linked (copied where links cannot cross devices) into one
+    real directory beside the Hub cache: CACHE/service-links/models--ORG--NAME/COMMIT.
+
+    A Hub snapshot holds symlinks into blobs/, so a graph's external data file resolves to a
+    path outside the graph's directory, and onnxruntime 1.24 and later refuse that ("escapes
+    model directory"; fastembed #603, microsoft/onnxruntime #27353; 1.32 accepts it again).
+    Hard links cost no space and keep every file inside one directory."""
+    repo = snapshot.parents[1]
+    target = repo.parent / LINKS_DIR / repo.name / snapshot.name
+    for name in files:
+        real = (snapshot / name).resolve()
+        link = target / name
+        if link.exists() and os.path.samefile(link, real):
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        partial = link.with_name(link.name + ".partial")
+        partial.unlink(missing_ok=True)
+        try:
+            os.link(real, partial)
+        except OSError:  # another device, or a file system without hard links
+            shutil.copyfile(real, partial)
+        os.replace(partial, link)
+    return target
 
 
 def _download(

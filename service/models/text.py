@@ -59,13 +59,27 @@ class TextEncoder:
         return tokenizer
 
 
-def load_text_encoder(directory: Path, max_length: int) -> TextEncoder:
+@dataclass(frozen=True, slots=True)
+class TaskEncoded(Encoded):
+    """An input for a model with a task input (jina-embeddings-v3's LoRA adapters): a batch
+    holding several tasks runs once per task (LoadedModel.process)."""
+
+    task: int = 0
+
+    def __reduce__(self) -> tuple[type[TaskEncoded], tuple[Ids, Ids | None, int]]:  # type: ignore[override]
+        return TaskEncoded, (self.ids, self.type_ids, self.task)
+
+
+def load_text_encoder(directory: Path, max_length: int, special_tokens: bool = True) -> TextEncoder:
     """Load tokenizer.json, dropping any fixed padding it carries (MiniLM's pads to 128) and
-    truncating at the model's max length instead of the file's."""
+    truncating at the model's max length instead of the file's; without its post-processor
+    (no [CLS]/[SEP]) where the model takes none (static models)."""
     path = directory / "tokenizer.json"
     if not path.is_file():
         raise ModelLoadError(f"{directory} has no tokenizer.json")
     tokenizer = Tokenizer.from_file(str(path))
+    if not special_tokens:
+        tokenizer.post_processor = None
     pad_id = _pad_id(tokenizer, directory)
     tokenizer.no_padding()
     tokenizer.no_truncation()
@@ -172,9 +186,12 @@ def encode_token_ids(
     return result
 
 
-def pad_batch(items: Sequence[Encoded], pad_id: int) -> dict[str, npt.NDArray[np.int64]]:
-    """Right-pad a batch to its longest item: input_ids, attention_mask, token_type_ids."""
-    width = max(len(item) for item in items)
+def pad_batch(
+    items: Sequence[Encoded], pad_id: int, at_least: int = 0
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Right-pad a batch to its longest item (or to `at_least`): input_ids, attention_mask,
+    token_type_ids."""
+    width = max(at_least, *(len(item) for item in items))
     ids = np.full((len(items), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(items), width), dtype=np.int64)
     types = np.zeros((len(items), width), dtype=np.int64)

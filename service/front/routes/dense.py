@@ -85,7 +85,7 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
     """Dense embeddings with query/document prefixes, truncation and normalisation options;
     with `chunking`, vectors of each input's chunks (docs/long-documents.md)."""
     call = texts_call(request, body, ("dense", "m3"))
-    model = call.model
+    model = deps.registry(request).encoder_for(call.model, body.input_type)
     renormalised = body.normalize not in (None, model.spec.normalize)
     check_scale(body.embedding_type, dimensions=body.dimensions, renormalised=renormalised)
     if body.chunking is not None:
@@ -101,7 +101,14 @@ async def embed_dense(body: DenseRequest, request: Request) -> Response:
         usage = token_usage(chunked.tokens)
         return json_response({**dense_body(model, chunked, body), "usage": usage})
     result = await deps.until_disconnect(
-        request, embed(model, call.texts, input_type=body.input_type, truncate=call.truncate)
+        request,
+        embed(
+            model,
+            call.texts,
+            input_type=body.input_type,
+            truncate=call.truncate,
+            limit=body.token_limit,
+        ),
     )
     normalize = model.spec.normalize if body.normalize is None else body.normalize
     vectors = shape_vectors(

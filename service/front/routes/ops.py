@@ -61,6 +61,8 @@ def describe(model: LoadedModel) -> dict[str, Any]:
         "kind": spec.kind,
         "dim": spec.dim,
         "max_tokens": spec.max_length,
+        "fastembed_max_tokens": spec.limit_of("fastembed"),
+        "token_limit": spec.token_limit,
         "pooling": spec.pooling,
         "normalize": spec.normalize,
         "query_prefix": spec.query_prefix,

@@ -51,6 +51,7 @@ async def sparse_embeddings(body: SparseRequest, request: Request) -> Response:
             input_type=body.input_type,
             truncate=call.truncate,
             language=body.language,
+            limit=body.token_limit,
         ),
     )
     embeddings = [render(vector, body.return_tokens) for vector in result.vectors]

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service.front.schemas.chunking import Chunking, DenseDocument
+from service.models.catalogue import TokenLimit
 
 TokenIds = list[int]
 EncodingFormat = Literal["float", "base64"]
@@ -80,6 +81,12 @@ class DenseRequest(BaseModel):
     )
     truncate: bool | None = Field(
         None, description="Truncate inputs over the model's limit (default: EMBED_TRUNCATE)."
+    )
+    token_limit: TokenLimit | None = Field(
+        None,
+        description="Cut inputs at the model's own limit (model) or at the one FastEmbed "
+        "applies to this model (fastembed), to match vectors stored by FastEmbed; default: the "
+        "model's (EMBED_FASTEMBED_LIMITS changes it per model). GET /models shows both.",
     )
     normalize: bool | None = Field(None, description="L2-normalise (default: the model's own).")
     dimensions: int | None = Field(None, description="Keep the first N components, renormalised.")

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.front.schemas.chunking import Chunking, ChunkPlace
 from service.front.schemas.embeddings import InputType, Usage
 from service.front.schemas.multivector import Compression
+from service.models.catalogue import TokenLimit
 
 
 class SparseRequest(BaseModel):
@@ -21,6 +22,12 @@ class SparseRequest(BaseModel):
     )
     truncate: bool | None = Field(
         None, description="Truncate inputs over the model's limit (default: EMBED_TRUNCATE)."
+    )
+    token_limit: TokenLimit | None = Field(
+        None,
+        description="Cut inputs at the model's own limit (model) or at the one FastEmbed "
+        "applies to this model (fastembed), to match vectors stored by FastEmbed; default: the "
+        "model's (EMBED_FASTEMBED_LIMITS changes it per model). GET /models shows both.",
     )
     language: str | None = Field(
         None, description="BM25 only: stemmer and stopword language (default: the model's)."

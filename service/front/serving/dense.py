@@ -10,6 +10,7 @@ import numpy as np
 
 from service.errors import InvalidInput
 from service.front.shared.batched import submit_counted
+from service.models.catalogue import TokenLimit
 from service.models.kinds.dense import Vectors, l2_normalize, prepare_ids, prepare_texts
 from service.models.kinds.encoded import InputType
 from service.models.kinds.m3 import wanting
@@ -29,14 +30,15 @@ async def embed(
     *,
     input_type: InputType | None,
     truncate: bool,
+    limit: TokenLimit | None = None,
 ) -> DenseResult:
     """Embed texts (or pre-tokenized ids) through the model's batcher; raw pooled vectors."""
 
     def prepare() -> list[tuple[int, Encoded]]:
         if inputs and not isinstance(inputs[0], str):
             ids = [[int(token) for token in item] for item in inputs]
-            return prepare_ids(model, ids, truncate)
-        return prepare_texts(model, [str(t) for t in inputs], input_type, truncate)
+            return prepare_ids(model, ids, truncate, limit)
+        return prepare_texts(model, [str(t) for t in inputs], input_type, truncate, limit)
 
     def prepare_wanted() -> list[tuple[int, Any]]:
         return wanting(model, prepare(), "dense")  # BGE-M3: its dense output only

@@ -12,13 +12,24 @@ import numpy as np
 
 from service.errors import InvalidInput
 from service.front.shared.batched import lengths, submit_counted
-from service.models.kinds import bm25, bm42
+from service.models.catalogue import TokenLimit
+from service.models.kinds import bm25, bm42, if_splade
 from service.models.kinds.encoded import InputType
 from service.models.kinds.m3 import wanting
 from service.models.kinds.sparse import SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
 
+# Families whose queries run no model: BM42 (1 per stem), inference-free SPLADE (IDF lookup).
+QUERIES_WITHOUT_INFERENCE = {"bm42": bm42.query_vectors, "if_splade": if_splade.query_vectors}
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Whether over-long inputs are cut (else refused), and at which limit."""
+
+    truncate: bool
+    limit: TokenLimit | None
 
 
 @dataclass(frozen=True)
@@ -45,11 +56,13 @@ async def embed_sparse(
     input_type: InputType,
     truncate: bool,
     language: str | None = None,
+    limit: TokenLimit | None = None,
 ) -> SparseResult:
     """Sparse vectors for `texts`, in order; an empty string gets an empty vector."""
     check_language(model, language)
     kept = [i for i, text in enumerate(texts) if text]
-    result = await _embed_non_empty(model, [texts[i] for i in kept], input_type, truncate, language)
+    cut = Cut(truncate, limit)
+    result = await _embed_non_empty(model, [texts[i] for i in kept], input_type, cut, language)
     vectors = [EMPTY] * len(texts)
     for index, vector in zip(kept, result.vectors, strict=True):
         vectors[index] = vector
@@ -60,7 +73,7 @@ async def _embed_non_empty(
     model: LoadedModel,
     texts: list[str],
     input_type: InputType,
-    truncate: bool,
+    cut: Cut,
     language: str | None,
 ) -> SparseResult:
     if not texts:
@@ -69,19 +82,23 @@ async def _embed_non_empty(
     if kind == "bm25":
         vectors = await asyncio.to_thread(bm25.embed, model, texts, input_type, language)
         return SparseResult(vectors, sum(len(bm25.words(text)) for text in texts))
-    if kind == "bm42" and input_type == "query":
+    if kind in QUERIES_WITHOUT_INFERENCE and input_type == "query":
         counted: list[int] = []
+        encode = QUERIES_WITHOUT_INFERENCE[kind]
 
         def queries() -> list[SparseVector]:
-            items = prepare_texts(model, texts, input_type, truncate)
+            items = prepare_texts(model, texts, input_type, cut.truncate, cut.limit)
             counted.append(lengths(items))
-            return bm42.query_vectors(model, [encoded for _, encoded in items])
+            return encode(model, [encoded for _, encoded in items])
 
         vectors = await asyncio.to_thread(queries)
         return SparseResult(vectors, counted[0])
 
     vectors, tokens = await submit_counted(
-        model, lambda: wanting(model, prepare_texts(model, texts, input_type, truncate), "sparse")
+        model,
+        lambda: wanting(
+            model, prepare_texts(model, texts, input_type, cut.truncate, cut.limit), "sparse"
+        ),
     )
     return SparseResult(vectors, tokens)
 

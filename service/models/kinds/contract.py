@@ -16,13 +16,14 @@ import numpy.typing as npt
 from service.models.catalogue import ModelSpec
 
 if TYPE_CHECKING:
-    from service.models.loaded import LoadedModel
+    from service.models.loaded import LoadedModel, Runner
 
 Feeds = dict[str, npt.NDArray[Any]]
 Collate = Callable[["LoadedModel", Sequence[Any]], Feeds]
 Postprocess = Callable[["LoadedModel", list[npt.NDArray[Any]], Feeds, Sequence[Any]], Sequence[Any]]
 Warmup = Callable[["LoadedModel"], list[tuple[int, Any]]]
 LoadResources = Callable[[ModelSpec, Path], Any]
+MakeRunner = Callable[["LoadedModel"], "Runner"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,17 @@ class KindHandler:
     needs_session: bool = True
     load_resources: LoadResources | None = None
     extra_files: tuple[str, ...] = ()
+    # Computes the model without ONNX Runtime (a static model's token table): its runner
+    # stands in for the session in the model's batcher.
+    runner: MakeRunner | None = None
+    special_tokens: bool = True  # the tokenizer's [CLS]/[SEP] around each text
+
+
+def output_index(model: LoadedModel, chosen: int | str) -> int:
+    """A graph output by index, or by name (SigLIP's `pooler_output`)."""
+    if isinstance(chosen, str) and not chosen.isdigit():
+        return model.runners[0].output_names.index(chosen)
+    return int(chosen)
 
 
 def no_resources(spec: ModelSpec, directory: Path) -> None:

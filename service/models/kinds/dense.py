@@ -16,12 +16,18 @@ import numpy.typing as npt
 
 from service.errors import InferenceFailed
 from service.models.buffers import PadBuffers
-from service.models.catalogue import ModelSpec
+from service.models.catalogue import ModelSpec, TokenLimit
 from service.models.chunking import Windowed
-from service.models.kinds.contract import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler, output_index
 from service.models.kinds.encoded import InputType, with_lengths
 from service.models.kinds.encoded import collate as encoded_collate
-from service.models.text import Encoded, encode_texts, encode_token_ids
+from service.models.text import (
+    Encoded,
+    TaskEncoded,
+    encode_texts,
+    encode_token_ids,
+    pad_batch,
+)
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
@@ -64,20 +70,34 @@ def with_prefix(
 
 
 def prepare_texts(
-    model: LoadedModel, texts: Sequence[str], input_type: InputType | None, truncate: bool
+    model: LoadedModel,
+    texts: Sequence[str],
+    input_type: InputType | None,
+    truncate: bool,
+    limit: TokenLimit | None = None,
 ) -> list[tuple[int, Encoded]]:
-    encoded = encode_texts(model.encoder, with_prefix(model, texts, input_type), truncate=truncate)
+    encoder = model.encoder_for(limit)
+    encoded = encode_texts(encoder, with_prefix(model, texts, input_type), truncate=truncate)
+    task = model.spec.options.get("tasks", {}).get(input_type or "")
+    if task is not None:  # the graph's task input for this side (jina v3: queries 0)
+        encoded = [TaskEncoded(item.ids, item.type_ids, int(task)) for item in encoded]
     return with_lengths(encoded)
 
 
 def prepare_ids(
-    model: LoadedModel, inputs: Sequence[Sequence[int]], truncate: bool
+    model: LoadedModel,
+    inputs: Sequence[Sequence[int]],
+    truncate: bool,
+    limit: TokenLimit | None = None,
 ) -> list[tuple[int, Encoded]]:
-    encoded = encode_token_ids(model.encoder, inputs, truncate=truncate)
+    encoded = encode_token_ids(model.encoder_for(limit), inputs, truncate=truncate)
     return with_lengths(encoded)
 
 
 def collate(model: LoadedModel, payloads: Sequence[Encoded]) -> Feeds:
+    fixed = model.spec.options.get("pad_to")
+    if fixed is not None:  # SigLIP pools the last position: every input padded alike
+        return dict(pad_batch(payloads, model.encoder.pad_id, int(fixed)))
     if isinstance(model.resources, PadBuffers):  # reused per worker thread (buffers.py)
         return dict(model.resources.pad(payloads, model.encoder.pad_id))
     return encoded_collate(model, payloads)
@@ -88,7 +108,7 @@ def postprocess(
 ) -> Sequence[Vectors]:
     pooled_output = model.spec.options.get("pooled_output")
     if pooled_output is not None:
-        vectors = np.asarray(outputs[int(pooled_output)], dtype=np.float32)
+        vectors = np.asarray(outputs[output_index(model, pooled_output)], dtype=np.float32)
     elif outputs[0].ndim == 2:  # the graph pools itself (converted with pooling in the graph)
         vectors = np.asarray(outputs[0], dtype=np.float32)
     else:

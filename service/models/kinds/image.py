@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from service.models.catalogue import ModelSpec
 from service.models.images import ImageConfig, Pixels, decode_image, load_image_config, preprocess
-from service.models.kinds.contract import Feeds, KindHandler
+from service.models.kinds.contract import Feeds, KindHandler, output_index
 
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
@@ -57,7 +57,9 @@ def to_vectors(output: npt.NDArray[Any]) -> Vectors:
 def postprocess(
     model: LoadedModel, outputs: list[npt.NDArray[Any]], feeds: Feeds, payloads: Sequence[Any]
 ) -> Sequence[Vectors]:
-    return list(to_vectors(outputs[int(model.spec.options.get("pooled_output", 0))]))
+    return list(
+        to_vectors(outputs[output_index(model, model.spec.options.get("pooled_output", 0))])
+    )
 
 
 def warmup(model: LoadedModel) -> list[tuple[int, Any]]:

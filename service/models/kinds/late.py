@@ -5,7 +5,8 @@ the mask token up to it (query augmentation); the mask tokens are not attended t
 model says so (``attend_to_mask_tokens``, jina-colbert-v2). Documents: ``[CLS] [D] tokens
 [SEP]`` cut to the model's max length; punctuation and padding tokens are dropped from the
 output. Catalogue options: ``query_marker_id``, ``document_marker_id``, ``mask_token``,
-``query_length``, ``attend_to_mask_tokens``.
+``query_length``, ``attend_to_mask_tokens``; ``query_expansion = false`` (LateOn) cuts queries
+like documents and pads none; ``skip_punctuation = false`` (mLateOn) keeps punctuation.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class LateRules:
     query_length: int
     attend_to_mask: bool
     skip_ids: frozenset[int]
+    query_expansion: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,10 @@ def load_rules(spec: ModelSpec, directory: Path) -> LateRules:
         mask_id=int(mask_id),
         query_length=int(options.get("query_length", DEFAULT_QUERY_LENGTH)),
         attend_to_mask=bool(options.get("attend_to_mask_tokens", False)),
-        skip_ids=punctuation_ids(tokenizer),
+        skip_ids=punctuation_ids(tokenizer)
+        if options.get("skip_punctuation", True)
+        else frozenset(),
+        query_expansion=bool(options.get("query_expansion", True)),
     )
 
 
@@ -133,8 +138,15 @@ def prepare(
     items = []
     for index, encoding in enumerate(encodings):
         content = encoding.ids
-        if side == "query":
+        if side == "query" and rules.query_expansion:
             item = build_query(content, prefix, suffix, rules)
+        elif side == "query":  # no expansion: the query is cut like a document, all of it kept
+            ids = np.asarray(
+                [*prefix, rules.query_marker, *content[:room], *suffix], dtype=np.int64
+            )
+            item = LateItem(
+                ids, np.ones(len(ids), dtype=np.int64), np.ones(len(ids), bool), len(ids)
+            )
         else:
             if (len(content) > room or encoding.overflowing) and not truncate:
                 raise PayloadTooLarge(

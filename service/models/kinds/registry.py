@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from service.models.catalogue import ModelSpec
-from service.models.kinds import bm25, bm42, dense, image, late, m3, multimodal, rerank, sparse
+from service.models.kinds import (
+    bm25,
+    bm42,
+    dense,
+    if_splade,
+    image,
+    late,
+    m3,
+    multimodal,
+    rerank,
+    sparse,
+    static,
+)
 from service.models.kinds.contract import KindHandler
 
 KIND_HANDLERS: dict[str, KindHandler] = {
     "dense": dense.HANDLER,
+    "dense/static": static.HANDLER,
     "late": late.HANDLER,
     "rerank": rerank.HANDLER,
     "sparse": sparse.HANDLER,
     "sparse/bm25": bm25.HANDLER,
     "sparse/bm42": bm42.HANDLER,
+    "sparse/if_splade": if_splade.HANDLER,
     "image": image.HANDLER,
     "multimodal": multimodal.HANDLER,
     "m3": m3.HANDLER,

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import ModelLoadError
-from service.models.catalogue import ModelSpec
+from service.models.catalogue import ModelSpec, TokenLimit
 from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.encoded import InputType, collate, with_lengths
 from service.models.text import Encoded, encode_texts
@@ -24,7 +24,7 @@ from service.models.text import Encoded, encode_texts
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
-FAMILIES = ("splade", "bm25", "bm42")
+FAMILIES = ("splade", "bm25", "bm42", "if_splade")
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,14 @@ def splade_weights(logits: npt.NDArray[Any], length: int) -> npt.NDArray[np.floa
 
 
 def prepare_texts(
-    model: LoadedModel, texts: Sequence[str], input_type: InputType | None, truncate: bool
+    model: LoadedModel,
+    texts: Sequence[str],
+    input_type: InputType | None,
+    truncate: bool,
+    limit: TokenLimit | None = None,
 ) -> list[tuple[int, Encoded]]:
-    """SPLADE embeds queries and documents alike; inputs over max_length are cut there."""
-    encoded = encode_texts(model.encoder, texts, truncate=truncate)
+    """SPLADE embeds queries and documents alike; inputs over the limit are cut there."""
+    encoded = encode_texts(model.encoder_for(limit), texts, truncate=truncate)
     return with_lengths(encoded)
 
 
