@@ -22,6 +22,7 @@ requirements/nodeps.in, or to move to newer releases (then run `make test`).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,10 @@ def compile_lock(inputs: list[str], *extra: str) -> str:
         "--no-header", *extra,
         *(arg for link in links for arg in ("--find-links", link)),
     ]  # fmt: skip
-    return subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    # name generated inputs (pins.txt, gpu.in, ...) without their temporary directory, so that
+    # a lock changes only where a version does
+    return re.sub(r"(?:/[\w.-]+)*/tmp[\w.-]*/", "", out)
 
 
 def pinned(lock: str) -> list[str]:
