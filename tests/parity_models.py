@@ -17,46 +17,9 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from tests.late_models import BERT_SPECIALS, HIDDEN, WORDS, XLMR_SPECIALS
 from tests.tiny_models import bert_template
 
-BERT_SPECIALS = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
-WORDS = [
-    "hello",
-    "world",
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "on",
-    "mat",
-    "fast",
-    "slow",
-    "red",
-    "blue",
-    "green",
-    "what",
-    "is",
-    "where",
-    "are",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "sun",
-    "moon",
-    "star",
-    "sky",
-    "sea",
-]
-HIDDEN = 32
 # The limit tokenizer_config.json states: FastEmbed truncates there (model_max_length).
 FASTEMBED_LIMIT = 40
 

@@ -12,6 +12,19 @@ from service.models.catalogue import TokenLimit
 TokenIds = list[int]
 EncodingFormat = Literal["float", "base64"]
 InputType = Literal["query", "document"]
+# Fields the text routes share (dense and sparse).
+Truncate = Annotated[
+    bool | None,
+    Field(description="Truncate inputs over the model's limit (default: EMBED_TRUNCATE)."),
+]
+TokenLimitChoice = Annotated[
+    TokenLimit | None,
+    Field(
+        description="Cut inputs at the model's own limit (model) or at the one FastEmbed "
+        "applies to this model (fastembed), to match vectors stored by FastEmbed; default: the "
+        "model's (EMBED_FASTEMBED_LIMITS changes it per model). GET /models shows both."
+    ),
+]
 # The number types /embed/dense can answer in (serving/quantize.py); float is the default.
 EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary"]
 
@@ -79,15 +92,8 @@ class DenseRequest(BaseModel):
     input_type: InputType | None = Field(
         None, description="Applies the model's query or document prefix from the catalogue."
     )
-    truncate: bool | None = Field(
-        None, description="Truncate inputs over the model's limit (default: EMBED_TRUNCATE)."
-    )
-    token_limit: TokenLimit | None = Field(
-        None,
-        description="Cut inputs at the model's own limit (model) or at the one FastEmbed "
-        "applies to this model (fastembed), to match vectors stored by FastEmbed; default: the "
-        "model's (EMBED_FASTEMBED_LIMITS changes it per model). GET /models shows both.",
-    )
+    truncate: Truncate = None
+    token_limit: TokenLimitChoice = None
     normalize: bool | None = Field(None, description="L2-normalise (default: the model's own).")
     dimensions: int | None = Field(None, description="Keep the first N components, renormalised.")
     encoding_format: EncodingFormat = "float"

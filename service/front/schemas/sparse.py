@@ -5,9 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.front.schemas.chunking import Chunking, ChunkPlace
-from service.front.schemas.embeddings import InputType, Usage
+from service.front.schemas.embeddings import InputType, TokenLimitChoice, Truncate, Usage
 from service.front.schemas.multivector import Compression
-from service.models.catalogue import TokenLimit
 
 
 class SparseRequest(BaseModel):
@@ -20,15 +19,8 @@ class SparseRequest(BaseModel):
         description="BM25 and BM42 weigh queries 1 per distinct token and documents by term "
         "frequency (BM25) or attention (BM42); SPLADE embeds both alike.",
     )
-    truncate: bool | None = Field(
-        None, description="Truncate inputs over the model's limit (default: EMBED_TRUNCATE)."
-    )
-    token_limit: TokenLimit | None = Field(
-        None,
-        description="Cut inputs at the model's own limit (model) or at the one FastEmbed "
-        "applies to this model (fastembed), to match vectors stored by FastEmbed; default: the "
-        "model's (EMBED_FASTEMBED_LIMITS changes it per model). GET /models shows both.",
-    )
+    truncate: Truncate = None
+    token_limit: TokenLimitChoice = None
     language: str | None = Field(
         None, description="BM25 only: stemmer and stopword language (default: the model's)."
     )
