@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from service.bulk import router as bulk_router
+from service.bulk.jobs import BulkService
 from service.engine.loading import load_all, stop_all
 from service.front.engine_link import EngineLink
 from service.front.http import errors, guard, openapi
@@ -73,10 +75,14 @@ def create_app(
                 await link.serving.wait()
         elif not preloaded:
             task = asyncio.create_task(load_all(registry, settings, metrics))
+        if settings.batch_api:
+            app.state.bulk.start()
         try:
             yield
         finally:
             registry.draining = True
+            if settings.batch_api:
+                await app.state.bulk.stop()
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -95,6 +101,9 @@ def create_app(
     app.add_exception_handler(ClientGone, client_gone_response)
     for router in ROUTERS:
         app.include_router(router)
+    if settings.batch_api:
+        app.state.bulk = BulkService(app, settings, registry, metrics)
+        app.include_router(bulk_router.router)
     if settings.ui:
         page.install(app)  # GET / and /ui/: not a JSON route
     if settings.json_short_path:

@@ -49,6 +49,12 @@ class ModelNotFound(ServiceError):
     code = "model_not_found"
 
 
+class NotFound(ServiceError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     type = "invalid_request_error"

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     """A request that waits longer for its inference gets 503."""
     inference_timeout_s: float = Field(60.0, gt=0)
     """A batch running longer is abandoned: its requests get 503, its worker a new thread."""
+    bulk_max_batch_tokens: int = Field(2048, ge=1)
+    """Token budget (padded length x items) of a batch of bulk work (batch jobs, embed-file)
+    on CPU: it bounds how long a live request that arrives while a bulk batch runs waits for
+    it (docs/batch.md). 2048: about 20 bench passages, 0.1-0.2 s on one core of this
+    project's machine. On CUDA bulk batches take the GPU budget (they take milliseconds)."""
 
     # --- limits ----------------------------------------------------------------------------
     max_inputs_per_request: int = Field(2048, ge=1)
@@ -212,6 +217,23 @@ class Settings(BaseSettings):
     """With warmed shapes on CUDA, round each batch's row count up to a warmed size (a power
     of two, or the largest the token budget allows), repeating its first row: ONNX Runtime
     runs a shape it has not met tens of times slower than one it has."""
+
+    # --- batch jobs: OpenAI's Files and Batches API, embed-file (issue 32, docs/batch.md) -----
+    batch_api: bool = True
+    """Serve /v1/files and /v1/batches and run batch jobs. false: those routes answer 404."""
+    data_dir: Path = Path("embed-data")
+    """Where batch jobs live: a SQLite database (files, jobs, each line's result) and the
+    uploaded and produced files. Jobs survive restarts as long as this directory does: on
+    Kubernetes mount a PersistentVolumeClaim here (deploy/kubernetes)."""
+    batch_concurrency: int = Field(16, ge=1)
+    """Input lines of batch jobs in flight at once (each one request to its route, in the
+    bulk priority class). Enough to keep the bulk queue fed; each counts towards
+    max_concurrent_requests while it runs."""
+    batch_max_attempts: int = Field(5, ge=1)
+    """Tries of a batch line that gets 429 or 503 (overload, restart) before its error is
+    written to the job's error file; a wait of 1, 2, 4... seconds between them."""
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    """Largest file uploaded to POST /v1/files (a batch job's input), in bytes."""
 
     @field_validator(
         "models", "catalogue_files", "api_keys", "cors_origins", "fastembed_limits", mode="before"

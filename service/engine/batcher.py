@@ -13,6 +13,13 @@ never runs beside them. Results resolve each item's future. Failures fail that b
 a request whose caller has gone (its task cancelled) is dropped before it costs inference,
 even from a batch already formed; the queue is bounded (429) and a request waits at most
 ``request_timeout_s`` (503).
+
+Two priority classes: live requests, and bulk work (batch jobs, service/engine/priority.py)
+in a queue of its own. A bulk batch is formed only when no live item waits, only for an
+idle worker (never queued behind another batch, where a live batch would have to wait for
+it too), and within ``bulk_max_tokens``, which bounds how long a live request arriving
+meanwhile waits for the one bulk batch running ahead of it. With solo, bulk batches run on
+the single-thread sessions side by side (throughput), never on worker 0.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.engine.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting
+from service.engine.priority import is_bulk
 from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable, timed_out
 from service.ops import timing
 
@@ -48,6 +56,7 @@ class BatchConfig:
     inference_timeout_s: float = 60.0
     overhead_tokens: float = OVERHEAD_TOKENS
     pipeline_depth: int = 2  # batches handed to one worker at a time: running + formed
+    bulk_max_tokens: int | None = None  # a bulk batch's token budget (None: max_tokens)
 
 
 class BatchObserver(Protocol):
@@ -110,6 +119,7 @@ class _Item:
     index: int  # its place among the request's inputs
     enqueued: float
     started: float = 0.0  # when its batch started running
+    bulk: bool = False  # queued in the bulk priority class
 
     @property
     def gone(self) -> bool:
@@ -154,6 +164,7 @@ class Batcher:
         self._workers = workers
         self._solo = solo and workers > 1
         self._queue: deque[_Item] = deque()
+        self._bulk: deque[_Item] = deque()  # the bulk priority class: runs when _queue is empty
         self._preparing = 0  # requests accepted and being tokenized: companions on their way
         self._gone_waiting = False  # some queued items' callers have gone: drop them
         self._wakeup: asyncio.Event | None = None
@@ -187,9 +198,10 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        for item in self._queue:
+        for item in [*self._queue, *self._bulk]:
             item.request.fail(Unavailable("the service is shutting down"))
         self._queue.clear()
+        self._bulk.clear()
         for executor in self._executors:
             executor.shutdown(wait=False, cancel_futures=True)
 
@@ -210,26 +222,32 @@ class Batcher:
     def depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def bulk_depth(self) -> int:
+        return len(self._bulk)
+
     # --- the request side --------------------------------------------------------------
     async def submit(self, prepare: Callable[[], Sequence[tuple[int, Any]]]) -> list[Any]:
         """Prepare a request's items in a thread, queue them, and wait for their results.
 
         ``prepare`` returns (token length, payload) per input. Raises Overloaded (429) when
         the queue is full, Unavailable (503) past the timeout; cancelling the caller drops
-        its items that have not run yet.
+        its items that have not run yet. Bulk work (``priority.BULK`` set) goes to the bulk
+        queue.
         """
-        self._preparing += 1
+        bulk = is_bulk()
+        self._preparing += not bulk  # bulk companions are no reason to hold a live batch
         try:
             items = await timing.prepared(prepare, self._observer.tokenized)
         finally:
-            self._preparing -= 1
-        return await self.enqueue(items)
+            self._preparing -= not bulk
+        return await self.enqueue(items, bulk=bulk)
 
-    async def enqueue(self, items: Sequence[tuple[int, Any]]) -> list[Any]:
+    async def enqueue(self, items: Sequence[tuple[int, Any]], *, bulk: bool = False) -> list[Any]:
         """Queue prepared items and wait for their results (at most ``timeout_s``)."""
         if not items:
             return []
-        request = self.accept(items)
+        request = self.accept(items, bulk=bulk)
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 results = await request.future
@@ -243,24 +261,26 @@ class Batcher:
         finally:
             self.forget(request)
 
-    def accept(self, items: Sequence[tuple[int, Any]]) -> _Request:
+    def accept(self, items: Sequence[tuple[int, Any]], *, bulk: bool = False) -> _Request:
         """Queue a request's prepared items at once (no waiting): its future resolves to one
-        result per item. Raises Overloaded (429) when the queue is full. The engine process
-        calls this for the requests other processes send it."""
-        if len(self._queue) + len(items) > self.config.queue_max_items:
+        result per item. Raises Overloaded (429) when the queue (live or bulk, each bounded
+        by queue_max_items) is full. The engine process calls this for the requests other
+        processes send it."""
+        queue = self._bulk if bulk else self._queue
+        if len(queue) + len(items) > self.config.queue_max_items:
             self._observer.rejected("queue_full")
             raise Overloaded(
-                f"model {self.name!r} has {len(self._queue)} inputs waiting; try again shortly",
+                f"model {self.name!r} has {len(queue)} inputs waiting; try again shortly",
                 headers={"Retry-After": str(self._retry_after())},
             )
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), [None] * len(items), len(items))
         now = time.perf_counter()
         request.items = [
-            _Item(length, payload, request, index, now)
+            _Item(length, payload, request, index, now, bulk=bulk)
             for index, (length, payload) in enumerate(items)
         ]
-        self._queue.extend(request.items)
+        queue.extend(request.items)
         self._observer.queue_depth(len(self._queue))
         assert self._wakeup is not None, "batcher not started"
         self._wakeup.set()
@@ -288,8 +308,8 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             await self._free_slot()
-            batch = await self._next_batch()
-            self._dispatch(self._choose_worker(), batch)
+            batch, worker = await self._next_batch()
+            self._dispatch(self._choose_worker() if worker is None else worker, batch)
 
     def _open_workers(self) -> list[int]:
         """Workers that take another batch now: those with fewer than pipeline_depth. With
@@ -319,13 +339,28 @@ class Batcher:
             self._slot_freed.clear()
             await self._slot_freed.wait()
 
-    async def _next_batch(self) -> list[_Item]:
+    def _bulk_worker(self) -> int | None:
+        """An idle worker for a bulk batch (with solo: a single-thread one, while worker 0
+        is idle too), or None."""
+        loads = [len(dispatched) for dispatched in self._dispatched]
+        if self._solo and loads[0]:
+            return None
+        first = 1 if self._solo else 0
+        idle = [worker for worker in range(first, len(loads)) if not loads[worker]]
+        return idle[0] if idle else None
+
+    async def _next_batch(self) -> tuple[list[_Item], int | None]:
+        """The next batch, and its worker when it is a bulk batch (else None: any open)."""
         assert self._wakeup is not None
         config = self.config
         while True:
             self._drop_cancelled()
             if not self._queue:
-                self._wakeup.clear()
+                worker = self._bulk_worker() if self._bulk else None
+                if worker is not None:
+                    bulk_tokens = config.bulk_max_tokens or config.max_tokens
+                    return self._take(self._bulk, min(bulk_tokens, config.max_tokens)), worker
+                self._wakeup.clear()  # set by a new item, and by a worker coming free
                 await self._wakeup.wait()
                 continue
             if (
@@ -345,27 +380,32 @@ class Batcher:
                     await self._wakeup.wait()
             except TimeoutError:
                 break
+        return self._take(self._queue, config.max_tokens), None
+
+    def _take(self, queue: deque[_Item], max_tokens: int) -> list[_Item]:
+        """Form a batch from `queue` and take its items out."""
+        config = self.config
         # Only the window is taken out and put back, not the whole queue copied (a deep queue:
         # 64 clients of 32 texts hold 2,000 items); choosing from the window is what costs.
-        queue = self._queue
         waiting = [queue.popleft() for _ in range(min(config.window, len(queue)))]
         chosen = form_batch(
             [item.length for item in waiting],
             config.max_items,
-            config.max_tokens,
+            max_tokens,
             config.window,
             config.overhead_tokens,
         )
         picked = set(chosen)
         batch = [waiting[i] for i in chosen]
         queue.extendleft(reversed([item for i, item in enumerate(waiting) if i not in picked]))
-        self._observer.queue_depth(len(queue))
+        self._observer.queue_depth(len(self._queue))
         return batch
 
     def _drop_cancelled(self) -> None:
         if self._gone_waiting:
             self._gone_waiting = False
             self._queue = deque(item for item in self._queue if not item.gone)
+            self._bulk = deque(item for item in self._bulk if not item.gone)
 
     def _dispatch(self, worker: int, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
@@ -401,8 +441,10 @@ class Batcher:
         dispatched = self._dispatched[dispatch.worker]
         if dispatch in dispatched:
             dispatched.remove(dispatch)
-        assert self._slot_freed is not None
+        assert self._slot_freed is not None and self._wakeup is not None
         self._slot_freed.set()
+        if self._bulk:
+            self._wakeup.set()  # an idle worker may take a bulk batch now
 
     def _began(self, dispatch: _Dispatch, live: list[_Item]) -> None:
         """On the loop, when a batch starts running in its thread: stamp it, arm the watchdog."""
@@ -441,7 +483,8 @@ class Batcher:
                 waiting.future.cancel()
                 self._inflight.discard(waiting.future)
         returned = [item for d in behind for item in d.batch if not item.gone]
-        self._queue.extendleft(reversed(returned))
+        self._queue.extendleft(reversed([item for item in returned if not item.bulk]))
+        self._bulk.extendleft(reversed([item for item in returned if item.bulk]))
         self._observer.queue_depth(len(self._queue))
         self._executors[worker].shutdown(wait=False, cancel_futures=True)
         self._executors[worker] = self._new_executor(worker)

@@ -88,8 +88,8 @@ class EngineConnection(FramedProtocol):
 
     def received(self, message: Message) -> None:
         match message:
-            case Submit(rid, name, packed):
-                self.submit(rid, name, packed)
+            case Submit(rid, name, packed, bulk):
+                self.submit(rid, name, packed, bulk)
             case Cancel(rid):
                 found = self.pending.pop(rid, None)
                 if found is not None:
@@ -97,14 +97,14 @@ class EngineConnection(FramedProtocol):
             case _:
                 log.error("unexpected message from a request-handling process: %r", message)
 
-    def submit(self, rid: int, name: str, packed: Any) -> None:
+    def submit(self, rid: int, name: str, packed: Any, bulk: bool = False) -> None:
         model = self.server.registry.models.get(name)
         batcher = model.batcher if model is not None else None
         if not isinstance(batcher, Batcher):
             self.fail(rid, Unavailable(f"model {name!r} is not loaded in the engine"))
             return
         try:
-            request = batcher.accept(unpack_items(packed))
+            request = batcher.accept(unpack_items(packed), bulk=bulk)
         except ServiceError as error:
             self.fail(rid, error)
             return

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from service.engine.priority import is_bulk
 from service.errors import ModelLoadError, Unavailable, rebuild, timed_out
 from service.models.kinds.registry import handler_for
 from service.models.loaded import LoadedModel, open_model
@@ -162,14 +163,17 @@ class EngineLink:
         if self.registry.ready:
             self.serving.set()
 
-    def submit(self, name: str, items: Sequence[tuple[int, Any]]) -> tuple[int, Any]:
-        """Send one request's items; its id and the future of its answer."""
+    def submit(
+        self, name: str, items: Sequence[tuple[int, Any]], bulk: bool = False
+    ) -> tuple[int, Any]:
+        """Send one request's items (bulk: in the bulk priority class); its id and the
+        future of its answer."""
         if self._connection is None or not self._connection.open:
             raise Unavailable("the engine process is restarting; retry shortly", code="not_ready")
         rid = next(self._ids)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
-        self._connection.send(Submit(rid, name, pack_items(items)))
+        self._connection.send(Submit(rid, name, pack_items(items), bulk))
         return rid, future
 
     def cancel(self, rid: int) -> None:
@@ -202,10 +206,11 @@ class RemoteBatcher:
     async def submit(self, prepare: Callable[[], Sequence[tuple[int, Any]]]) -> list[Any]:
         """Prepare here (a worker thread), run in the engine; the same errors as the
         engine's own batcher: 429 when its queue is full, 503 past the timeout."""
+        bulk = is_bulk()
         items = await timing.prepared(prepare, self.observer.tokenized)
         if not items:
             return []
-        rid, future = self.link.submit(self.name, items)
+        rid, future = self.link.submit(self.name, items, bulk)
         try:
             async with asyncio.timeout(self.link.timeout_s):
                 results, wait, inference = await future

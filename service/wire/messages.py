@@ -36,11 +36,13 @@ if TYPE_CHECKING:
 
 
 class Submit(NamedTuple):
-    """Process to engine: run these items on `model` (``packing.pack_items``)."""
+    """Process to engine: run these items on `model` (``packing.pack_items``); `bulk`: in
+    the batcher's bulk priority class (batch jobs, service/engine/priority.py)."""
 
     rid: int
     model: str
     items: Any
+    bulk: bool = False
 
 
 class Cancel(NamedTuple):

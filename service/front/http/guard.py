@@ -106,6 +106,7 @@ class Guard:
         self.route_limits = {
             "/embed/image": settings.image_max_request_bytes,
             "/embed/multimodal": settings.image_max_request_bytes,
+            "/v1/files": settings.max_file_bytes + 64 * 1024,  # the file, and the form around it
         }
         self.max_concurrent = settings.max_concurrent_requests
         self.active = 0
