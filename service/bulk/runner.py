@@ -36,6 +36,7 @@ IDLE_POLL_S = 1.0  # a job created by another process is noticed within this
 FLUSH_S = 0.25  # results are committed at least this often (and at every 256)
 FLUSH_LINES = 256
 RETRYABLE = (429, 503)
+RETRY_STEP_S = 5.0  # after a job's step failed unexpectedly
 
 
 @dataclass
@@ -94,7 +95,11 @@ class JobRunner:
                         async with asyncio.timeout(IDLE_POLL_S):
                             await self._wake.wait()
                     continue
-                await self._step(job)
+                try:
+                    await self._step(job)
+                except Exception:  # logged; the job stays where its store says, and resumes
+                    log.exception("batch job %s failed a step; trying again", job["id"])
+                    await asyncio.sleep(RETRY_STEP_S)
         finally:
             self.holding_lock = False
             lock.close()
@@ -167,6 +172,7 @@ class JobRunner:
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         cancelled = False
+        failed: list[int] = []  # lines whose run raised: the job goes on, and is retried
         last_flush = time.monotonic()
 
         async def flush() -> bool:
@@ -181,8 +187,12 @@ class JobRunner:
 
         async def run_line(line: Line) -> None:
             try:
-                pending.append(await self._run_line(job["endpoint"], line))
+                result = await self._run_line(job["endpoint"], line)
+                pending.append(result)  # after the await: flush() swaps the list meanwhile
                 progress.done += 1
+            except Exception:  # a bug: the job must not end with this line unanswered
+                log.exception("batch line %d of %s failed", line.number, batch_id)
+                failed.append(line.number)
             finally:
                 slots.release()
 
@@ -211,6 +221,8 @@ class JobRunner:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         cancelled = await flush() or cancelled
+        if failed and not cancelled:
+            raise RuntimeError(f"{len(failed)} lines of {batch_id} raised; the job is retried")
         if not cancelled:
             await asyncio.to_thread(self.store.set_status, batch_id, "finalizing")
         self.observer.progress([], 0.0)
@@ -333,6 +345,10 @@ async def asgi_post(
 
     try:
         await app(scope, receive, send)
+    except Exception:  # the app answered 500 and re-raised (Starlette's ServerErrorMiddleware)
+        log.exception("batch line to %s failed", path)
+        if not chunks:
+            return 500, b'{"error": {"message": "internal error", "type": "server_error"}}'
     finally:
         answered.set()
     return status, b"".join(chunks)

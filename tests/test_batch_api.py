@@ -1,0 +1,253 @@
+"""OpenAI's Files and Batches API: the official SDK against a running service, the job
+checks, and a job that survives SIGKILL with every line answered exactly once."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from tests import tiny_models
+from tests.conftest import serving
+from tests.prod_server import Server, running
+
+MODEL = "tiny/dense"
+WORDS = ["hello", "world", "the", "cat", "sat", "on", "mat", "red", "green", "blue", "dog"]
+
+
+def text_of(n: int) -> str:
+    return " ".join(WORDS[(n * 7 + k) % len(WORDS)] for k in range(1 + n % 5))
+
+
+def request_line(custom_id: str, url: str, body: dict) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def jsonl(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def read_lines(content: bytes) -> list[dict]:
+    return [json.loads(line) for line in content.decode().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def server(tiny_dense: tuple[Path, np.ndarray], tmp_path: Path) -> Iterator[Server]:
+    env = {"EMBED_MODELS": str(tiny_dense[0]), "EMBED_DATA_DIR": str(tmp_path / "data")}
+    with running(env) as live:
+        yield live
+
+
+def sdk(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def wait_for_batch(client: openai.OpenAI, batch_id: str, timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "cancelled"):
+            return batch
+        time.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} still {batch.status}")
+
+
+def test_the_openai_sdk_runs_an_embeddings_batch_end_to_end(
+    server: Server, tiny_dense: tuple[Path, np.ndarray]
+) -> None:
+    _, table = tiny_dense
+    client = sdk(server)
+    texts = [[text_of(n), text_of(n + 1)] for n in range(12)]
+    lines = [
+        request_line(f"doc-{n}", "/v1/embeddings", {"model": MODEL, "input": pair})
+        for n, pair in enumerate(texts)
+    ]
+    # one line the route refuses (an empty input): it gets an error line, the rest goes on
+    lines.insert(5, request_line("bad", "/v1/embeddings", {"model": MODEL, "input": []}))
+    uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+    assert uploaded.purpose == "batch" and uploaded.bytes == len(jsonl(lines))
+    batch = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/embeddings",
+        completion_window="24h",
+        metadata={"corpus": "test"},
+    )
+    assert batch.status == "validating" and batch.metadata == {"corpus": "test"}
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "completed", done
+    assert done.request_counts.model_dump() == {"total": 13, "completed": 12, "failed": 1}
+    assert done.output_file_id and done.error_file_id
+
+    output = read_lines(client.files.content(done.output_file_id).content)
+    assert [line["custom_id"] for line in output] == [f"doc-{n}" for n in range(12)]
+    tokens = 0
+    for line, pair in zip(output, texts, strict=True):
+        assert line["error"] is None and line["response"]["status_code"] == 200
+        assert line["id"].startswith("batch_req_")
+        body = line["response"]["body"]
+        got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+        expected = np.stack([tiny_models.expected_dense(table, t) for t in pair])
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        tokens += body["usage"]["total_tokens"]
+    assert done.usage is not None and done.usage.input_tokens == tokens
+
+    errors = read_lines(client.files.content(done.error_file_id).content)
+    assert [line["custom_id"] for line in errors] == ["bad"]
+    assert errors[0]["response"]["status_code"] == 400
+    assert errors[0]["response"]["body"]["error"]["param"] == "input"
+
+    listed = client.batches.list(limit=5)
+    assert [b.id for b in listed.data] == [batch.id]
+    # progress and counts where people look
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'embed_batch_lines_total{outcome="completed"} 12.0' in metrics
+    assert 'embed_batch_lines_total{outcome="failed"} 1.0' in metrics
+
+
+def test_native_routes_run_as_batch_endpoints(
+    server: Server, tiny_dense: tuple[Path, np.ndarray]
+) -> None:
+    _, table = tiny_dense
+    client = sdk(server)
+    lines = [
+        request_line(
+            f"q{n}",
+            "/embed/dense",
+            {"model": MODEL, "inputs": [text_of(n)], "encoding_format": "base64"},
+        )
+        for n in range(4)
+    ]
+    uploaded = client.files.create(file=("q.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/embed/dense",  # type: ignore[arg-type]  # the SDK lists OpenAI's endpoints
+        completion_window="24h",
+    )
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "completed" and done.error_file_id is None
+    for n, line in enumerate(read_lines(client.files.content(done.output_file_id).content)):
+        vector = np.frombuffer(base64.b64decode(line["response"]["body"]["embeddings"][0]), "<f4")
+        np.testing.assert_allclose(vector, tiny_models.expected_dense(table, text_of(n)), atol=1e-6)
+
+
+def test_jobs_refuse_bad_requests_and_bad_input_files(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    with serving(models=[str(tiny_dense[0])], data_dir=tmp_path / "data") as client:
+        upload = {"file": ("x.jsonl", jsonl([request_line("a", "/v1/embeddings", {})]))}
+        refused = client.post("/v1/files", files=upload, data={"purpose": "fine-tune"})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "purpose"
+        missing = client.post(
+            "/v1/batches", json={"input_file_id": "file-nope", "endpoint": "/v1/embeddings"}
+        )
+        assert missing.status_code == 404
+        assert client.get("/v1/batches/batch_nope").status_code == 404
+        assert client.get("/v1/files/file-nope/content").status_code == 404
+
+        lines = [
+            request_line("a", "/v1/embeddings", {"model": MODEL, "input": "x"}),
+            "{not json",
+            request_line("a", "/v1/embeddings", {"model": MODEL, "input": "y"}),
+            request_line("c", "/embed/dense", {"model": MODEL, "inputs": ["z"]}),
+        ]
+        file_id = client.post(
+            "/v1/files", files={"file": ("x.jsonl", jsonl(lines))}, data={"purpose": "batch"}
+        ).json()["id"]
+        wrong = client.post(
+            "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+        )
+        assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "endpoint"
+        created = client.post(
+            "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings"}
+        ).json()
+        deadline = time.monotonic() + 30
+        while (batch := client.get(f"/v1/batches/{created['id']}").json())["status"] in (
+            "validating",
+            "in_progress",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert batch["status"] == "failed" and batch["output_file_id"] is None
+        codes = [(e["line"], e["code"]) for e in batch["errors"]["data"]]
+        assert codes == [
+            (2, "invalid_json_line"),
+            (3, "duplicate_custom_id"),
+            (4, "mismatched_url"),
+        ]
+
+
+def file_lines(server: Server, file_id: str) -> list[dict]:
+    return read_lines(httpx.get(f"{server.url}/v1/files/{file_id}/content").content)
+
+
+def line_ids(server: Server, batch: dict) -> list[str]:
+    ids = []
+    for key in ("output_file_id", "error_file_id"):
+        if batch[key]:
+            ids += [line["custom_id"] for line in file_lines(server, batch[key])]
+    return ids
+
+
+def test_a_job_killed_with_sigkill_resumes_and_answers_every_line_once(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    _, table = tiny_dense
+    total = 3000
+    lines = [
+        request_line(f"d{n}", "/v1/embeddings", {"model": MODEL, "input": text_of(n)})
+        for n in range(total)
+    ]
+    lines[17] = request_line("d17", "/v1/embeddings", {"model": "no/such-model", "input": "x"})
+    env = {
+        "EMBED_MODELS": str(tiny_dense[0]),
+        "EMBED_DATA_DIR": str(tmp_path / "data"),
+        "EMBED_BATCH_CONCURRENCY": "2",  # slow enough to be killed in the middle
+    }
+    with running(env) as first:
+        file_id = httpx.post(
+            f"{first.url}/v1/files",
+            files={"file": ("in.jsonl", jsonl(lines))},
+            data={"purpose": "batch"},
+        ).json()["id"]
+        batch_id = httpx.post(
+            f"{first.url}/v1/batches",
+            json={"input_file_id": file_id, "endpoint": "/v1/embeddings"},
+        ).json()["id"]
+        deadline = time.monotonic() + 60
+        while True:
+            batch = httpx.get(f"{first.url}/v1/batches/{batch_id}").json()
+            if batch["progress"]["lines_done"] >= total // 10:
+                break
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.01)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        assert batch["status"] == "in_progress" and batch["progress"]["lines_done"] < total
+        assert batch["progress"]["lines_per_second"] > 0
+    with running(env) as second:
+        deadline = time.monotonic() + 120
+        while (batch := httpx.get(f"{second.url}/v1/batches/{batch_id}").json())["status"] != (
+            "completed"
+        ):
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.05)
+        counts = batch["request_counts"]
+        assert counts == {"total": total, "completed": total - 1, "failed": 1}, second.logs()
+        ids = line_ids(second, batch)
+        assert sorted(ids) == sorted(f"d{n}" for n in range(total))  # none lost, none twice
+        for line in file_lines(second, batch["output_file_id"])[::97]:
+            n = int(line["custom_id"][1:])
+            got = np.array(line["response"]["body"]["data"][0]["embedding"], dtype=np.float32)
+            expected = tiny_models.expected_dense(table, text_of(n))
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+        errors = file_lines(second, batch["error_file_id"])
+        assert errors[0]["custom_id"] == "d17" and errors[0]["response"]["status_code"] == 404
