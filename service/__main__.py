@@ -1,5 +1,6 @@
-"""Command line: `python -m service [serve] [--host H] [--port P] [--model M ...]` and
-`python -m service convert SOURCE OUT [options]`.
+"""Command line: `python -m service [serve] [--host H] [--port P] [--model M ...]`,
+`python -m service convert SOURCE OUT [options]` and `python -m service embed-file INPUT.jsonl
+OUTPUT` (a batch job over a local file, docs/batch.md).
 
 `serve` runs one process (``EMBED_WORKERS=1``), or a supervisor with several
 request-handling processes and one engine process (docs/scaling.md); the supervisor starts
@@ -106,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.convert.cli import main as convert_main
 
         return convert_main(args[1:])
+    if args and args[0] == "embed-file":
+        from service.bulk.cli import main as embed_file
+
+        _settings([])  # logging and the allocator, as for serving
+        return embed_file(args[1:])
     if args and args[0] == "settings":
         from service.ops.settings_doc import rewrite, table
 

@@ -4,9 +4,14 @@ checks, and a job that survives SIGKILL with every line answered exactly once.""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +22,7 @@ import openai
 import pytest
 
 from tests import tiny_models
-from tests.conftest import serving
+from tests.conftest import ROOT, serving
 from tests.prod_server import Server, running
 
 MODEL = "tiny/dense"
@@ -251,3 +256,86 @@ def test_a_job_killed_with_sigkill_resumes_and_answers_every_line_once(
             np.testing.assert_allclose(got, expected, atol=1e-6)
         errors = file_lines(second, batch["error_file_id"])
         assert errors[0]["custom_id"] == "d17" and errors[0]["response"]["status_code"] == 404
+
+
+def test_with_several_request_handling_processes_one_runs_the_jobs(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    _, table = tiny_dense
+    env = {
+        "EMBED_MODELS": str(tiny_dense[0]),
+        "EMBED_DATA_DIR": str(tmp_path / "data"),
+        "EMBED_WORKERS": "2",
+    }
+    lines = [
+        request_line(f"d{n}", "/v1/embeddings", {"model": MODEL, "input": text_of(n)})
+        for n in range(40)
+    ]
+    with running(env) as server:
+        client = sdk(server)
+        batches = []
+        for _ in range(3):  # new connections: the kernel spreads them over both processes
+            uploaded = client.files.create(
+                file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch"
+            )
+            batches.append(
+                client.batches.create(
+                    input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+                )
+            )
+        for batch in batches:
+            done = wait_for_batch(client, batch.id)
+            assert done.status == "completed"
+            output = read_lines(client.files.content(done.output_file_id).content)
+            assert [line["custom_id"] for line in output] == [f"d{n}" for n in range(40)]
+            got = np.array(output[7]["response"]["body"]["data"][0]["embedding"], np.float32)
+            np.testing.assert_allclose(
+                got, tiny_models.expected_dense(table, text_of(7)), atol=1e-6
+            )
+        assert server.logs().count("running batch jobs from") == 1
+
+
+def test_embed_file_resumes_after_sigkill_with_every_line_once(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    _, table = tiny_dense
+    total = 3000
+    source, output = tmp_path / "corpus.jsonl", tmp_path / "vectors.jsonl"
+    lines = [
+        request_line(f"d{n}", "/v1/embeddings", {"model": MODEL, "input": text_of(n)})
+        for n in range(total)
+    ]
+    lines[5] = request_line("d5", "/v1/embeddings", {"model": MODEL, "input": ""})
+    source.write_bytes(jsonl(lines))
+    command = [sys.executable, "-m", "service", "embed-file", str(source), str(output)]
+    env = {**os.environ, "EMBED_MODELS": str(tiny_dense[0]), "EMBED_BATCH_CONCURRENCY": "2"}
+    database = tmp_path / "vectors.jsonl.state" / "jobs.sqlite3"
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(command, env=env, cwd=ROOT, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        done = 0
+        while done < total // 10:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+            with (
+                contextlib.suppress(sqlite3.Error),
+                contextlib.closing(sqlite3.connect(database)) as db,
+            ):
+                row = db.execute("SELECT completed + failed FROM batches").fetchone()
+                done = row[0] if row else 0
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert not output.exists()
+    second = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=120)
+    assert second.returncode == 1, second.stderr  # one line failed
+    assert b"2999 lines embedded" in second.stderr and b"1 failed" in second.stderr
+    written = read_lines(output.read_bytes())
+    assert [line["custom_id"] for line in written] == [f"d{n}" for n in range(total) if n != 5]
+    for line in written[::101]:
+        got = np.array(line["response"]["body"]["data"][0]["embedding"], dtype=np.float32)
+        n = int(line["custom_id"][1:])
+        np.testing.assert_allclose(got, tiny_models.expected_dense(table, text_of(n)), atol=1e-6)
+    errors = read_lines(output.with_name("vectors.jsonl.errors.jsonl").read_bytes())
+    assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("d5", 400)]
