@@ -11,7 +11,7 @@ EMBED_MODELS ?= sentence-transformers/all-MiniLM-L6-v2@$(DEFAULT_DIR)
 CHECK_TEXTS = $(addprefix --check-texts ,data/calibration/cpython-docs.jsonl $(wildcard ../shared/bench/queries.jsonl))
 export EMBED_MODELS
 
-.PHONY: install models run test test-fast lint bench packing clean settings-doc parity-doc soak image-test
+.PHONY: install models run test test-fast lint bench bench-bulk packing clean settings-doc parity-doc soak image-test
 
 install: $(VENV)/.installed
 
@@ -113,6 +113,11 @@ bench: models
 # packs a closed loop of clients best (bench/packing.py): about 15 seconds on 2 cores
 packing: models
 	$(BIN)/python -m bench.packing
+
+# Live latency while a batch job runs, and the job's rate against the in-process ceiling
+# (bench/bulk.py; also the last section of make bench): about 3 minutes on 2 cores
+bench-bulk: models
+	$(BIN)/python -m bench.bulk
 
 # Recall@10 of int8, uint8 and binary searches against the float search on the bench corpus
 # (bench/quantized.py; docs/compat.md has the figures): about 10 minutes on 2 cores

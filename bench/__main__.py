@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import corpus, front, gpu, inprocess, served
+from bench import bulk, corpus, front, gpu, inprocess, served
 from bench.report import save, say
 from service.engine.runner import CPU
 from service.engine.scaling import session_layout
@@ -67,6 +67,7 @@ def main() -> None:
     memory_lines(name, passages)
     front.front_lines(THREADS)
     front.short_path_lines()
+    bulk.bulk_lines(name, passages, queries, ceiling.rate)
     save("bench")
 
 

@@ -143,9 +143,11 @@ class Settings(BaseSettings):
     """A batch running longer is abandoned: its requests get 503, its worker a new thread."""
     bulk_max_batch_tokens: int = Field(2048, ge=1)
     """Token budget (padded length x items) of a batch of bulk work (batch jobs, embed-file)
-    on CPU: it bounds how long a live request that arrives while a bulk batch runs waits for
-    it (docs/batch.md). 2048: about 20 bench passages, 0.1-0.2 s on one core of this
-    project's machine. On CUDA bulk batches take the GPU budget (they take milliseconds)."""
+    on CPU. A live request that arrives while bulk batches run waits for the one running on
+    its worker (docs/batch.md), so this bounds that wait: 2048 is about 16 bench passages,
+    0.5-1 s on one core of this project's shared 2-core machine. Smaller budgets cost little
+    throughput (bulk batches are pipelined, and a call's fixed cost is about 8 tokens).
+    On CUDA bulk batches take the GPU budget (they take milliseconds)."""
 
     # --- limits ----------------------------------------------------------------------------
     max_inputs_per_request: int = Field(2048, ge=1)

@@ -1,5 +1,6 @@
-"""The batcher's bulk priority class: bulk work runs only when no live item waits, only on
-an idle worker, within its own token budget."""
+"""The batcher's bulk priority class: bulk work runs only when no live item waits, a live
+batch takes the place of a bulk batch formed behind a running one, and bulk batches keep to
+their own token budget."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ async def test_live_items_go_before_bulk_items_queued_earlier() -> None:
         await asyncio.to_thread(recorder.entered.wait, 5)
         waiting = asyncio.create_task(bulk(batcher, 3, 4, 5, 6))
         await asyncio.sleep(0.02)
-        assert batcher.bulk_depth == 4  # not formed behind the running batch
+        assert batcher.bulk_depth == 2  # [3, 4] formed behind the running batch
         live = asyncio.create_task(batcher.submit(lambda: items(7)))
         await asyncio.sleep(0.02)
+        assert batcher.bulk_depth == 4  # pulled back: [7] took its place
         recorder.gate.set()
         assert await asyncio.gather(running, waiting, live) == [[2, 4], [6, 8, 10, 12], [14]]
     finally:
@@ -40,24 +42,25 @@ async def test_live_items_go_before_bulk_items_queued_earlier() -> None:
     assert recorder.batches == [[1, 2], [7], [3, 4], [5, 6]]
 
 
-async def test_a_live_batch_is_formed_behind_a_running_one_but_a_bulk_batch_is_not() -> None:
+async def test_a_live_batch_takes_the_place_of_a_bulk_batch_that_has_not_started() -> None:
     recorder = Recorder()
     batcher = await started(recorder, max_items=1, max_wait_s=0)
     recorder.gate.clear()
     try:
-        running = asyncio.create_task(batcher.submit(lambda: items(1)))
+        running = asyncio.create_task(bulk(batcher, 1))
         await asyncio.to_thread(recorder.entered.wait, 5)
         queued_bulk = asyncio.create_task(bulk(batcher, 2))
         await asyncio.sleep(0.02)
-        assert batcher.bulk_depth == 1  # waits in its queue, not in the worker's pipeline
+        assert batcher.bulk_depth == 0  # formed behind the running batch: no gap between
         live = asyncio.create_task(batcher.submit(lambda: items(3)))
         await asyncio.sleep(0.02)
-        assert batcher.depth == 0  # formed at once, behind the running batch
+        assert batcher.depth == 0 and batcher.bulk_depth == 1  # pulled back for the live one
         recorder.gate.set()
         assert await asyncio.gather(running, queued_bulk, live) == [[2], [4], [6]]
+        assert await bulk(batcher, 4) == [8]  # the worker goes on serving
     finally:
         await batcher.stop()
-    assert recorder.batches == [[1], [3], [2]]
+    assert recorder.batches == [[1], [3], [2], [4]]  # the pulled batch never ran twice
 
 
 async def test_bulk_batches_keep_to_their_token_budget() -> None:
@@ -88,14 +91,14 @@ async def test_a_full_bulk_queue_refuses_bulk_but_not_live_requests() -> None:
     try:
         running = asyncio.create_task(batcher.submit(lambda: items(1)))
         await asyncio.to_thread(recorder.entered.wait, 5)
-        waiting = asyncio.create_task(bulk(batcher, 2, 3))
+        waiting = asyncio.create_task(bulk(batcher, 2, 3))  # [2] formed, [3] queued
         await asyncio.sleep(0.02)
-        refused = await asyncio.gather(bulk(batcher, 4), return_exceptions=True)
+        refused = await asyncio.gather(bulk(batcher, 4, 5), return_exceptions=True)
         assert type(refused[0]).__name__ == "Overloaded"
-        live = asyncio.create_task(batcher.submit(lambda: items(5)))
+        live = asyncio.create_task(batcher.submit(lambda: items(6, 7)))
         await asyncio.sleep(0.02)
         recorder.gate.set()
-        assert await asyncio.gather(running, waiting, live) == [[2], [4, 6], [10]]
+        assert await asyncio.gather(running, waiting, live) == [[2], [4, 6], [12, 14]]
     finally:
         await batcher.stop()
 

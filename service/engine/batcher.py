@@ -15,11 +15,13 @@ even from a batch already formed; the queue is bounded (429) and a request waits
 ``request_timeout_s`` (503).
 
 Two priority classes: live requests, and bulk work (batch jobs, service/engine/priority.py)
-in a queue of its own. A bulk batch is formed only when no live item waits, only for an
-idle worker (never queued behind another batch, where a live batch would have to wait for
-it too), and within ``bulk_max_tokens``, which bounds how long a live request arriving
-meanwhile waits for the one bulk batch running ahead of it. With solo, bulk batches run on
-the single-thread sessions side by side (throughput), never on worker 0.
+in a queue of its own. A bulk batch is formed only when no live item waits, within
+``bulk_max_tokens``. It is pipelined like any batch (formed while the one before it runs),
+but a live batch takes its place: a bulk batch formed and not yet started is pulled back to
+the bulk queue when a live batch is dispatched to its worker. So a live request waits at
+most for the one bulk batch already running, which ``bulk_max_tokens`` keeps short. With
+solo, bulk batches run on the single-thread sessions side by side (throughput), never on
+worker 0.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -135,6 +138,30 @@ class _Dispatch:
     batch: list[_Item]
     future: asyncio.Future[tuple[list[_Item], Sequence[Any], float]] | None = None
     watchdog: asyncio.TimerHandle | None = None
+    bulk: bool = False
+    started: bool = False  # its thread has taken it up
+    pulled: bool = False  # given back to the bulk queue before it started
+    _state: threading.Lock = field(default_factory=threading.Lock)
+
+    def pull(self) -> bool:
+        """On the loop: take back a bulk batch that has not started; False if it has."""
+        with self._state:
+            if self.started:
+                return False
+            self.pulled = True
+            return True
+
+    def start(self) -> bool:
+        """In the worker's thread: False if the batch was pulled back meanwhile."""
+        with self._state:
+            if self.pulled:
+                return False
+            self.started = True
+            return True
+
+    @property
+    def pullable(self) -> bool:
+        return self.bulk and not self.started
 
 
 def request_timings(request: _Request) -> tuple[float, float]:
@@ -309,13 +336,24 @@ class Batcher:
         while True:
             await self._free_slot()
             batch, worker = await self._next_batch()
-            self._dispatch(self._choose_worker() if worker is None else worker, batch)
+            if worker is None:
+                self._dispatch(self._choose_worker(), batch)
+            else:
+                self._dispatch(worker, batch, bulk=True)
 
-    def _open_workers(self) -> list[int]:
+    def _loads(self, live: bool = True) -> list[int]:
+        """Batches dispatched to each worker; for a live batch, bulk batches that have not
+        started do not count (the live batch takes their place)."""
+        return [
+            sum(1 for d in dispatched if not (live and d.pullable))
+            for dispatched in self._dispatched
+        ]
+
+    def _open_workers(self, live: bool = True) -> list[int]:
         """Workers that take another batch now: those with fewer than pipeline_depth. With
         solo, none while worker 0 runs, and worker 0 only when all are idle."""
         depth = max(1, self.config.pipeline_depth)
-        loads = [len(dispatched) for dispatched in self._dispatched]
+        loads = self._loads(live)
         if not self._solo:
             return [worker for worker, load in enumerate(loads) if load < depth]
         if loads[0]:
@@ -325,12 +363,20 @@ class Batcher:
     def _choose_worker(self) -> int:
         """The least loaded open worker; with solo, worker 0 for a batch with nothing behind
         it (called after the batch has left the queue)."""
-        loads = [len(dispatched) for dispatched in self._dispatched]
+        loads = self._loads()
         if self._solo and not any(loads) and not self._queue and self._preparing == 0:
             self.solo_batches += 1
             self._observer.solo_batch()
             return 0
-        return min(self._open_workers(), key=lambda worker: loads[worker])
+        # equally loaded: the one whose running batch started first (likely done first)
+        return min(self._open_workers(), key=lambda w: (loads[w], self._running_since(w)))
+
+    def _running_since(self, worker: int) -> float:
+        """When the batch running on `worker` started (0: none runs)."""
+        return min(
+            (d.batch[0].started for d in self._dispatched[worker] if d.started and d.batch),
+            default=0.0,
+        )
 
     async def _free_slot(self) -> None:
         """Wait until some worker takes another batch (it is idle, or runs only one)."""
@@ -340,14 +386,11 @@ class Batcher:
             await self._slot_freed.wait()
 
     def _bulk_worker(self) -> int | None:
-        """An idle worker for a bulk batch (with solo: a single-thread one, while worker 0
-        is idle too), or None."""
-        loads = [len(dispatched) for dispatched in self._dispatched]
-        if self._solo and loads[0]:
-            return None
-        first = 1 if self._solo else 0
-        idle = [worker for worker in range(first, len(loads)) if not loads[worker]]
-        return idle[0] if idle else None
+        """The least loaded open worker for a bulk batch (with solo: a single-thread one),
+        or None."""
+        loads = self._loads(live=False)
+        open_ = [w for w in self._open_workers(live=False) if not (self._solo and w == 0)]
+        return min(open_, key=lambda worker: loads[worker]) if open_ else None
 
     async def _next_batch(self) -> tuple[list[_Item], int | None]:
         """The next batch, and its worker when it is a bulk batch (else None: any open)."""
@@ -407,9 +450,19 @@ class Batcher:
             self._queue = deque(item for item in self._queue if not item.gone)
             self._bulk = deque(item for item in self._bulk if not item.gone)
 
-    def _dispatch(self, worker: int, batch: list[_Item]) -> None:
+    def _pull_back(self, worker: int) -> None:
+        """A live batch goes to `worker`: the bulk batches waiting there go back to the
+        bulk queue (their thread skips them)."""
+        for waiting in [d for d in self._dispatched[worker] if d.pullable]:
+            if waiting.pull():
+                self._dispatched[worker].remove(waiting)
+                self._bulk.extendleft(reversed(waiting.batch))
+
+    def _dispatch(self, worker: int, batch: list[_Item], bulk: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        dispatch = _Dispatch(worker, batch)
+        if not bulk:
+            self._pull_back(worker)
+        dispatch = _Dispatch(worker, batch, bulk=bulk)
         future = loop.run_in_executor(self._executors[worker], self._run, loop, dispatch)
         dispatch.future = future
         self._dispatched[worker].append(dispatch)
@@ -497,6 +550,8 @@ class Batcher:
     ) -> tuple[list[_Item], Sequence[Any], float]:
         """In the worker's thread: drop the items whose callers have gone, run the rest.
         (Reading a future's state from this thread is safe; only the loop changes it.)"""
+        if not dispatch.start():  # a bulk batch pulled back for a live one
+            return [], [], 0.0
         live = [item for item in dispatch.batch if not item.gone]
         try:
             loop.call_soon_threadsafe(self._began, dispatch, live)
