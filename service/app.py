@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from service.bulk import router as bulk_router
 from service.bulk.jobs import BulkService
+from service.cache.setup import build_cache
 from service.engine.loading import load_all, stop_all
 from service.front.engine_link import EngineLink
 from service.front.http import errors, guard, openapi
@@ -64,6 +65,9 @@ def create_app(
     metrics = Metrics()
     preloaded = registry is not None
     registry = registry or ModelRegistry()
+    registry.cache = build_cache(settings, metrics)
+    for model in registry.models.values():
+        model.cache = model.cache or registry.cache
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +91,8 @@ def create_app(
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             await stop_all(registry)
+            if registry.cache is not None:
+                registry.cache.close()
 
     app = FastAPI(
         title="Embedding service",

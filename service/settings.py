@@ -220,6 +220,24 @@ class Settings(BaseSettings):
     of two, or the largest the token budget allows), repeating its first row: ONNX Runtime
     runs a shape it has not met tens of times slower than one it has."""
 
+    # --- the result cache (issue 32, docs/batch.md) ----------------------------------------
+    cache_max_entries: int = Field(65_536, ge=0)
+    """Inputs whose results this process keeps in memory (least recently used go first); 0:
+    no memory cache. 65536 MiniLM vectors take 96 MiB; identical inputs inside one request
+    run once even with no cache."""
+    cache_max_bytes: int = Field(128 * 1024 * 1024, ge=0)
+    """Bytes of results kept in memory (128 MiB: a sixth of a 1 GiB container limit above
+    the server's own 300 MiB). Multi-vector results (late interaction, about 100 KiB a
+    passage) reach this before the entry count."""
+    redis_url: str | None = None
+    """A Redis (or Valkey) shared by every replica as a second cache layer, e.g.
+    redis://cache:6379/0. When it goes away the service serves without it (uncached) and
+    /ready's `cache` details say so; it is used again once it answers."""
+    redis_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    """How long a result stays in Redis."""
+    redis_timeout_s: float = Field(0.1, gt=0)
+    """Longest wait for Redis on one call (connect or command) before serving without it."""
+
     # --- batch jobs: OpenAI's Files and Batches API, embed-file (issue 32, docs/batch.md) -----
     batch_api: bool = True
     """Serve /v1/files and /v1/batches and run batch jobs. false: those routes answer 404."""

@@ -24,6 +24,9 @@ REAL_MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
 # One session per model unless a test asks for more: tests count batches and replace
 # runners[0], and the default (replicas=0) would give many-core machines several sessions.
 os.environ.setdefault("EMBED_REPLICAS", "1")
+# No result cache unless a test asks for one (tests/test_result_cache.py): tests count batches
+# and inputs run, and send the same texts again.
+os.environ.setdefault("EMBED_CACHE_MAX_ENTRIES", "0")
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,7 @@ class LoadedModel:
     provider: str = "none"  # the ONNX Runtime provider of its sessions ("none": no session)
     session_threads: tuple[int, ...] = ()  # threads of each session (replicas, adaptive)
     batcher: Batched | None = None
+    cache: Any = None  # its result cache in a process that serves requests (service/cache)
 
     @property
     def name(self) -> str:

@@ -6,6 +6,7 @@ process of the multi-process mode fills it from the engine's status
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from service.errors import InvalidInput, ModelNotFound
 from service.models.loaded import LoadedModel
@@ -20,8 +21,12 @@ class ModelRegistry:
     # In a request-handling process of the multi-process mode: whether the engine process is
     # connected and says every model is ready (service/front/engine_link.py).
     engine_ready: bool = True
+    # The result cache of a process that serves requests, given to each model (service/cache).
+    cache: Any = None
 
     def add(self, model: LoadedModel) -> None:
+        if model.cache is None:
+            model.cache = self.cache
         self.models[model.name] = model
 
     @property

@@ -34,6 +34,12 @@ def add(phase: str, seconds: float) -> None:
         timings[phase] = timings.get(phase, 0.0) + seconds
 
 
+def recorded(name: str) -> float:
+    """What the current request has recorded under `name` so far (0 outside a request)."""
+    timings = _current.get()
+    return timings.get(name, 0.0) if timings is not None else 0.0
+
+
 def headers(timings: dict[str, float]) -> list[tuple[bytes, bytes]]:
     return [
         (f"x-{phase}-time-ms".encode(), f"{timings[phase] * 1000:.2f}".encode())

@@ -16,6 +16,8 @@ import numpy.typing as npt
 import orjson
 from fastapi.responses import Response
 
+from service.ops import timing
+
 Floats = npt.NDArray[np.float32]
 
 
@@ -26,7 +28,13 @@ def json_response(body: object) -> Response:
 
 
 def token_usage(tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": tokens, "total_tokens": tokens}
+    """OpenAI's usage; with `cached_inputs` when some inputs were served without inference
+    (from the result cache, or the same input earlier in the request: service/cache)."""
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    cached = int(timing.recorded("cached_inputs"))
+    if cached:
+        usage["cached_inputs"] = cached
+    return usage
 
 
 def encode_base64(array: Floats) -> str:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from service.cache.setup import cache_state
 from service.front.shared import deps
 from service.models.loaded import LoadedModel
 
@@ -28,6 +29,7 @@ async def ready(request: Request) -> JSONResponse:
         "status": "ready" if registry.ready else "not_ready",
         "models": {name: _state(m) for name, m in registry.models.items()},
         "expected_models": registry.expected,
+        "cache": cache_state(registry.cache),  # a shared layer that went away: uncached
     }
     if registry.draining:
         body["reason"] = "shutting down"

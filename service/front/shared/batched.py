@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from service.cache.results import submit_cached
 from service.models.loaded import LoadedModel
 
 Items = Sequence[tuple[int, Any]]  # (token length, payload) per input
@@ -27,5 +28,5 @@ async def submit_counted(
         counted.append(count(items))
         return items
 
-    results = await model.batcher.submit(prepare_and_count)
+    results = await submit_cached(model, prepare_and_count, model.cache)
     return results, counted[0] if counted else 0
