@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -339,3 +340,21 @@ def test_embed_file_resumes_after_sigkill_with_every_line_once(
         np.testing.assert_allclose(got, tiny_models.expected_dense(table, text_of(n)), atol=1e-6)
     errors = read_lines(output.with_name("vectors.jsonl.errors.jsonl").read_bytes())
     assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("d5", 400)]
+
+
+def test_the_readme_indexing_example_runs(
+    server: Server, tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n## Indexing a corpus\n")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    code = code.replace("http://localhost:8000", server.url).replace(
+        '"sentence-transformers/all-MiniLM-L6-v2"', f'"{MODEL}"'
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    dim = tiny_dense[1].shape[1]
+    assert ran.stdout.split("\n")[:2] == [f"doc-0 {dim}", f"doc-1 {dim}"]

@@ -120,7 +120,7 @@ def test_kubernetes_deployment_is_what_the_service_needs() -> None:
     drain = int(env["EMBED_SHUTDOWN_TIMEOUT_S"]["value"]) + pre_stop
     assert drain < deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert main["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {v["mountPath"] for v in main["volumeMounts"]} == {"/cache", "/tmp"}
+    assert {v["mountPath"] for v in main["volumeMounts"]} == {"/cache", "/tmp", "/data"}
     _, gpu = container(render(K8S / "overlays" / "gpu"))
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert gpu["image"] == "embedding-service:gpu"

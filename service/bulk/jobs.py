@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 from starlette.types import ASGIApp
@@ -11,6 +12,7 @@ from starlette.types import ASGIApp
 from service.bulk.metrics import BulkObserver
 from service.bulk.runner import JobRunner
 from service.bulk.store import Store
+from service.errors import Unavailable
 from service.models.registry import ModelRegistry
 from service.ops.metrics import Metrics
 from service.settings import Settings
@@ -38,7 +40,14 @@ class BulkService:
     def store(self) -> Store:
         """The store (the data directory is created on first use, not at start-up)."""
         if self._store is None:
-            self._store = Store(self.directory)
+            try:
+                self._store = Store(self.directory)
+            except (OSError, sqlite3.Error) as exc:
+                raise Unavailable(
+                    f"the data directory for batch jobs cannot be used: {exc}; "
+                    "set EMBED_DATA_DIR to a writable directory",
+                    code="data_dir_unavailable",
+                ) from None
         return self._store
 
     def start(self) -> None:
