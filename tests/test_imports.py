@@ -16,9 +16,9 @@ LAYERS = [
     ("service.errors", "service.settings", "service.ops"),
     ("service.models",),
     ("service.wire",),
-    ("service.engine", "service.convert"),
-    ("service.front",),
-    ("service.app", "service.launch", "service.__main__"),
+    ("service.engine", "service.convert", "service.cache"),
+    ("service.front", "service.bulk"),
+    ("service.app", "service.launch", "service.__main__", "service.bulk.cli"),
 ]
 
 
