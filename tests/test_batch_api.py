@@ -358,3 +358,40 @@ def test_the_readme_indexing_example_runs(
     assert ran.returncode == 0, ran.stderr
     dim = tiny_dense[1].shape[1]
     assert ran.stdout.split("\n")[:2] == [f"doc-0 {dim}", f"doc-1 {dim}"]
+
+
+def test_a_job_runs_each_distinct_input_once_with_the_cache_on(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    _, table = tiny_dense
+    texts = [text_of(n % 5) for n in range(40)]  # 5 distinct texts, each 8 times
+    lines = [
+        request_line(f"d{n}", "/v1/embeddings", {"model": MODEL, "input": [text, text]})
+        for n, text in enumerate(texts)
+    ]
+    settings = {
+        "models": [str(tiny_dense[0])],
+        "data_dir": tmp_path / "data",
+        "cache_max_entries": 1000,
+    }
+    with serving(**settings) as client:
+        file_id = client.post(
+            "/v1/files", files={"file": ("in.jsonl", jsonl(lines))}, data={"purpose": "batch"}
+        ).json()["id"]
+        batch = client.post(
+            "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings"}
+        ).json()
+        deadline = time.monotonic() + 30
+        while (batch := client.get(f"/v1/batches/{batch['id']}").json())["status"] != "completed":
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.02)
+        output = read_lines(client.get(f"/v1/files/{batch['output_file_id']}/content").content)
+        run = client.get("/metrics").text
+    for line, text in zip(output, texts, strict=True):
+        body = line["response"]["body"]
+        got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+        np.testing.assert_allclose(got[0], tiny_models.expected_dense(table, text), atol=1e-6)
+        assert np.array_equal(got[0], got[1])
+        assert body["usage"]["cached_inputs"] >= 1  # its second input, at least
+    assert 'embed_batch_size_sum{model="tiny/dense"} 5.0' in run  # 80 inputs, 5 ran
+    assert 'embed_cache_inputs_total{model="tiny/dense",outcome="hit"} 75.0' in run

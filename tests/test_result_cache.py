@@ -4,19 +4,21 @@ replicas and can go away without taking the service with it."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from service.cache import shared
-from service.cache.results import MemoryCache, size_of
+from service.cache.results import MemoryCache, ResultCache, size_of, submit_cached
 from service.cache.shared import decode, encode
 from tests import tiny_models
 from tests.conftest import free_port, serving
@@ -208,3 +210,53 @@ def test_replicas_share_results_through_redis_and_serve_without_it_when_it_goes(
 def _children(name: str) -> list[str]:
     found = subprocess.run(["pgrep", "-a", name], capture_output=True, text=True, check=False)
     return found.stdout.splitlines()
+
+
+class FakeModel:
+    """What submit_cached needs of a model: a name, spec, variant, provider and a batcher
+    whose submit can be held, counting the inputs that run."""
+
+    class Spec:
+        name = "fake"
+        kind = "dense"
+
+    spec = Spec()
+    name = "fake"
+    variant = "fp32"
+    provider = "cpu"
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.gate = asyncio.Event()
+        self.batcher = self
+
+    async def submit(self, prepare: Callable[[], Any]) -> list[Any]:
+        items = prepare()
+        await self.gate.wait()
+        self.ran += [payload for _, payload in items]
+        return [np.array([len(payload)], dtype=np.float32) for _, payload in items]
+
+
+async def test_requests_in_flight_at_once_run_an_input_once_and_survive_the_owner_leaving() -> None:
+    model = FakeModel()
+    cache = ResultCache(MemoryCache(100, 1 << 20))
+    texts = ["aa", "bbb", "aa"]
+    first = asyncio.create_task(submit_cached(model, lambda: [(1, t) for t in texts], cache))
+    await asyncio.sleep(0.05)  # its inputs are claimed, waiting at the gate
+    second = asyncio.create_task(submit_cached(model, lambda: [(1, "bbb"), (1, "c")], cache))
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    one, two = await asyncio.gather(first, second)
+    assert [float(v[0]) for v in one] == [2, 3, 2] and [float(v[0]) for v in two] == [3, 1]
+    assert sorted(model.ran) == ["aa", "bbb", "c"]  # "bbb" once for both requests
+
+    model.gate.clear()
+    owner = asyncio.create_task(submit_cached(model, lambda: [(1, "dddd")], cache))
+    await asyncio.sleep(0.05)
+    waiter = asyncio.create_task(submit_cached(model, lambda: [(1, "dddd")], cache))
+    await asyncio.sleep(0.05)
+    owner.cancel()  # its caller went away: the waiter runs the input itself
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    assert [float(v[0]) for v in await waiter] == [4]
+    assert model.ran.count("dddd") == 1

@@ -20,6 +20,7 @@ import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import numpy as np
@@ -114,6 +115,42 @@ class ResultCache:
         self.memory = memory
         self.shared = shared
         self.observer = observer
+        self._running: dict[bytes, Future[Any]] = {}  # inputs a request is running now
+        self._lock = threading.Lock()
+
+    def claim(
+        self, keys: Sequence[bytes]
+    ) -> tuple[dict[bytes, Future[Any]], dict[bytes, Future[Any]]]:
+        """In a worker thread: of inputs to run, those this request runs (owned) and those
+        another request is running already (borrowed: wait for its result)."""
+        owned: dict[bytes, Future[Any]] = {}
+        borrowed: dict[bytes, Future[Any]] = {}
+        with self._lock:
+            for key in keys:
+                running = self._running.get(key)
+                if running is None:
+                    owned[key] = self._running[key] = Future()
+                else:
+                    borrowed[key] = running
+        return owned, borrowed
+
+    def settle(
+        self,
+        owned: dict[bytes, Future[Any]],
+        results: dict[bytes, Any],
+        error: BaseException | None,
+    ) -> None:
+        """The owner's inputs are done: give their results (or the error) to the waiters."""
+        with self._lock:
+            for key in owned:
+                self._running.pop(key, None)
+        for key, future in owned.items():
+            if future.done():
+                continue
+            if key in results:
+                future.set_result(results[key])
+            else:
+                future.set_exception(RuntimeError(f"not run: {error!r}"))
 
     def lookup(self, keys: Sequence[bytes]) -> dict[bytes, Any]:
         """In a worker thread: what either layer holds (shared hits warm the memory)."""
@@ -153,9 +190,10 @@ def input_key(prefix: bytes, payload: Any) -> bytes:
 async def submit_cached(
     model: Any, prepare: Callable[[], Items], cache: ResultCache | None
 ) -> list[Any]:
-    """`model.batcher.submit(prepare)`, with identical inputs run once and cached results
-    not run at all; one result per prepared input, in order. The number of inputs served
-    without inference goes to the request's `cached_inputs`. No cache: just the submit."""
+    """`model.batcher.submit(prepare)`, with identical inputs run once (in the request, and
+    across requests in flight at the same time) and cached results not run at all; one
+    result per prepared input, in order. The number of inputs served without inference goes
+    to the request's `cached_inputs`. No cache: just the submit."""
     assert model.batcher is not None
     if cache is None:
         return list(await model.batcher.submit(prepare))
@@ -166,26 +204,48 @@ async def submit_cached(
         items = prepare()
         keys = [input_key(prefix, payload) for _, payload in items]
         found = cache.lookup(keys)
-        first: dict[bytes, int] = {}  # each key to run: its place among the misses
-        misses: list[tuple[int, Any]] = []
-        for (length, payload), key in zip(items, keys, strict=True):
-            if key not in found and key not in first:
-                first[key] = len(misses)
-                misses.append((length, payload))
-        plan.update(keys=keys, found=found, first=first)
-        return misses
+        unique: dict[bytes, tuple[int, Any]] = {}
+        for item, key in zip(items, keys, strict=True):
+            if key not in found:
+                unique.setdefault(key, item)
+        owned, borrowed = cache.claim(list(unique))
+        plan.update(keys=keys, found=found, unique=unique, owned=owned, borrowed=borrowed)
+        return [unique[key] for key in owned]
 
-    results = await model.batcher.submit(prepare_misses)
+    try:
+        results = await model.batcher.submit(prepare_misses)
+    except BaseException as error:
+        cache.settle(plan.get("owned", {}), {}, error)
+        raise
+    fresh = {key: frozen(result) for key, result in zip(plan["owned"], results, strict=True)}
+    cache.settle(plan["owned"], fresh, None)
+    if fresh:
+        await asyncio.to_thread(cache.store, fresh)
+    ran = len(fresh) + await _borrow(model, plan["borrowed"], plan["unique"], fresh)
     keys: list[bytes] = plan["keys"]
-    found: dict[bytes, Any] = plan["found"]
-    first: dict[bytes, int] = plan["first"]
-    fresh = {key: results[place] for key, place in first.items()}
-    served = len(keys) - len(first)
-    kept = {key: frozen(result) for key, result in fresh.items()}
-    if kept:
-        await asyncio.to_thread(cache.store, kept)
     if cache.observer is not None:
-        cache.observer.cache(model.name, served, len(first))
-    if served:
-        timing.add("cached_inputs", served)
+        cache.observer.cache(model.name, len(keys) - ran, ran)
+    if len(keys) > ran:
+        timing.add("cached_inputs", len(keys) - ran)
+    found: dict[bytes, Any] = plan["found"]
     return [found[key] if key in found else fresh[key] for key in keys]
+
+
+async def _borrow(
+    model: Any,
+    borrowed: dict[bytes, Future[Any]],
+    unique: dict[bytes, tuple[int, Any]],
+    into: dict[bytes, Any],
+) -> int:
+    """Wait for the inputs another request is running; run those whose request failed or
+    went away here. Returns how many ran here."""
+    again = []
+    for key, running in borrowed.items():
+        try:  # shielded: this caller leaving must not cancel the others' future
+            into[key] = await asyncio.shield(asyncio.wrap_future(running))
+        except Exception:
+            again.append(key)
+    if again:
+        results = await model.batcher.submit(lambda: [unique[key] for key in again])
+        into.update(zip(again, results, strict=True))
+    return len(again)
