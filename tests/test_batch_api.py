@@ -235,8 +235,11 @@ def test_a_job_killed_with_sigkill_resumes_and_answers_every_line_once(
                 break
             assert time.monotonic() < deadline, batch
             time.sleep(0.01)
+        metrics = httpx.get(f"{first.url}/metrics").text
+        left = float(re.search(r"^embed_batch_lines_left (\S+)$", metrics, re.M)[1])
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
+        assert 0 < left < total  # the running job's lines left, in /metrics too
         assert batch["status"] == "in_progress" and batch["progress"]["lines_done"] < total
         assert batch["progress"]["lines_per_second"] > 0
     with running(env) as second:

@@ -1,4 +1,5 @@
-"""Batch jobs in /metrics: lines done by outcome, inputs tokens, and the running job's rate."""
+"""Batch jobs in /metrics: lines done by outcome, input tokens, and the running job's rate
+and lines left."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class BulkObserver:
     def __init__(self, metrics: Metrics | None) -> None:
         self.lines: Counter | None = None
         self.rate: Gauge | None = None
+        self.left: Gauge | None = None
         if metrics is None:
             return
         registry = metrics.registry
@@ -34,10 +36,17 @@ class BulkObserver:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.left = Gauge(
+            f"{PREFIX}_batch_lines_left",
+            "Input lines of the batch job running now that are not done yet",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
 
-    def progress(self, results: Sequence[Result], rate: float) -> None:
-        if self.lines is None or self.rate is None:
+    def progress(self, results: Sequence[Result], rate: float, left: int = 0) -> None:
+        if self.lines is None or self.rate is None or self.left is None:
             return
+        self.left.set(left)
         completed = sum(1 for _, ok, _, _ in results if ok)
         self.lines.labels("completed").inc(completed)
         self.lines.labels("failed").inc(len(results) - completed)

@@ -181,9 +181,12 @@ class JobRunner:
             taken, pending = pending, []
             last_flush = time.monotonic()
             await asyncio.to_thread(self.store.record, batch_id, taken, progress.rate())
-            self.observer.progress(taken, progress.rate())
             current = await asyncio.to_thread(self.store.batch, batch_id)
-            return current is None or current["status"] != "in_progress"
+            if current is None:
+                return True
+            left = current["total"] - current["completed"] - current["failed"]
+            self.observer.progress(taken, progress.rate(), left)
+            return bool(current["status"] != "in_progress")
 
         async def run_line(line: Line) -> None:
             try:
