@@ -203,7 +203,7 @@ def line_ids(server: Server, batch: dict) -> list[str]:
     return ids
 
 
-def test_a_job_killed_with_sigkill_resumes_and_answers_every_line_once(
+def test_a_job_killed_with_sigkill_or_stopped_resumes_and_answers_every_line_once(
     tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
     _, table = tiny_dense
@@ -242,24 +242,33 @@ def test_a_job_killed_with_sigkill_resumes_and_answers_every_line_once(
         assert 0 < left < total  # the running job's lines left, in /metrics too
         assert batch["status"] == "in_progress" and batch["progress"]["lines_done"] < total
         assert batch["progress"]["lines_per_second"] > 0
-    with running(env) as second:
+    with running(env) as second:  # resumed; then stopped with SIGTERM, which drains
+        deadline = time.monotonic() + 60
+        while (batch := httpx.get(f"{second.url}/v1/batches/{batch_id}").json())["progress"][
+            "lines_done"
+        ] < total * 4 // 10:
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.01)
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(30) == 0
+    with running(env) as third:
         deadline = time.monotonic() + 120
-        while (batch := httpx.get(f"{second.url}/v1/batches/{batch_id}").json())["status"] != (
+        while (batch := httpx.get(f"{third.url}/v1/batches/{batch_id}").json())["status"] != (
             "completed"
         ):
             assert time.monotonic() < deadline, batch
             time.sleep(0.05)
         counts = batch["request_counts"]
-        assert counts == {"total": total, "completed": total - 1, "failed": 1}, second.logs()
-        ids = line_ids(second, batch)
+        assert counts == {"total": total, "completed": total - 1, "failed": 1}, third.logs()
+        ids = line_ids(third, batch)
         assert sorted(ids) == sorted(f"d{n}" for n in range(total))  # none lost, none twice
-        for line in file_lines(second, batch["output_file_id"])[::97]:
+        for line in file_lines(third, batch["output_file_id"])[::97]:
             n = int(line["custom_id"][1:])
             got = np.array(line["response"]["body"]["data"][0]["embedding"], dtype=np.float32)
             expected = tiny_models.expected_dense(table, text_of(n))
             np.testing.assert_allclose(got, expected, atol=1e-6)
-        errors = file_lines(second, batch["error_file_id"])
-        assert errors[0]["custom_id"] == "d17" and errors[0]["response"]["status_code"] == 404
+        errors = file_lines(third, batch["error_file_id"])  # draining made no error lines
+        assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("d17", 404)]
 
 
 def test_with_several_request_handling_processes_one_runs_the_jobs(

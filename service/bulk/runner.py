@@ -236,6 +236,8 @@ class JobRunner:
             while not self.ready():  # starting, or the engine restarting: not the line's fault
                 await asyncio.sleep(IDLE_POLL_S)
             status, body = await self.call(endpoint, line.body)
+            if status in RETRYABLE and not self.ready():
+                continue  # draining, or the engine went: the line waits, no try counted
             attempt += 1
             if status not in RETRYABLE or attempt >= self.max_attempts:
                 break
