@@ -141,7 +141,7 @@ def bulk_lines(name: str, passages: list[str], queries: list[str], best: float) 
                     f"{rate / best:.2f} of the ceiling",
                 )
             # a job big enough to outlast the live run
-            big = passages * max(1, int(best * (LIVE_S + 10) / len(passages)) + 1)
+            big = passages * (int(3 * best * (LIVE_S + 10) / len(passages)) + 1)
             batch_id = start_job(url, name, big, max(PER_LINE))
             while job_status(url, batch_id)["status"] != "in_progress":
                 time.sleep(0.05)
@@ -149,6 +149,8 @@ def bulk_lines(name: str, passages: list[str], queries: list[str], best: float) 
             busy = live(url, name, queries)
             still = job_status(url, batch_id)
             httpx.post(f"{url}/v1/batches/{batch_id}/cancel")
+            if still["status"] != "in_progress":
+                say("(the job ended before the live run did: make it bigger)")
             progress = still["progress"]
             assert isinstance(progress, dict)
             row(

@@ -9,7 +9,7 @@ cached result is what inference would give.
 
 Two layers: this process's memory (LRU, bounded by entries and by bytes), and optionally a
 shared Redis (service/cache/shared.py) for several replicas. With either layer on,
-identical inputs inside one request (or one line of a batch job) run once.
+identical inputs run once: inside one request, and across the requests in flight at once.
 """
 
 from __future__ import annotations
