@@ -119,19 +119,25 @@ class ResultCache:
         self._lock = threading.Lock()
 
     def claim(
-        self, keys: Sequence[bytes]
+        self, keys: Sequence[bytes], found: dict[bytes, Any]
     ) -> tuple[dict[bytes, Future[Any]], dict[bytes, Future[Any]]]:
-        """In a worker thread: of inputs to run, those this request runs (owned) and those
-        another request is running already (borrowed: wait for its result)."""
+        """In a worker thread: of inputs missing from the cache, those this request runs
+        (owned) and those another request is running already (borrowed: wait for its
+        result). One that another request finished since the lookup goes into `found`
+        (settle puts results in memory before it lets go of them)."""
         owned: dict[bytes, Future[Any]] = {}
         borrowed: dict[bytes, Future[Any]] = {}
         with self._lock:
             for key in keys:
                 running = self._running.get(key)
-                if running is None:
-                    owned[key] = self._running[key] = Future()
-                else:
+                if running is not None:
                     borrowed[key] = running
+                    continue
+                late = self.memory.get_many([key]) if self.memory is not None else {}
+                if late:
+                    found.update(late)
+                else:
+                    owned[key] = self._running[key] = Future()
         return owned, borrowed
 
     def settle(
@@ -140,7 +146,10 @@ class ResultCache:
         results: dict[bytes, Any],
         error: BaseException | None,
     ) -> None:
-        """The owner's inputs are done: give their results (or the error) to the waiters."""
+        """The owner's inputs are done: keep them in memory, then give their results (or the
+        error) to the waiters."""
+        if self.memory is not None and results:
+            self.memory.put_many(results)
         with self._lock:
             for key in owned:
                 self._running.pop(key, None)
@@ -208,7 +217,7 @@ async def submit_cached(
         for item, key in zip(items, keys, strict=True):
             if key not in found:
                 unique.setdefault(key, item)
-        owned, borrowed = cache.claim(list(unique))
+        owned, borrowed = cache.claim(list(unique), found)
         plan.update(keys=keys, found=found, unique=unique, owned=owned, borrowed=borrowed)
         return [unique[key] for key in owned]
 
