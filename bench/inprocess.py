@@ -1,29 +1,33 @@
-"""In-process figures: tokenizers + ONNX Runtime with no service around them."""
+"""In-process figures: tokenizers + the graph's runtime (ONNX Runtime, or OpenVINO for an IR
+graph) with no service around them."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from bench.corpus import sorted_batches, tokenizer
+from service.engine.openvino_runner import OpenVinoRunner, is_openvino_graph
+from service.engine.runner import CPU, OnnxRunner
+from service.models.loaded import GraphRunner
+
+THREADS = int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1)))
 
 
-def session(graph: Path, threads: int, spinning: bool = False) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+def session(graph: Path, threads: int, spinning: bool = False) -> GraphRunner:
+    """The service's own runner of the graph (ONNX Runtime's with every graph optimisation)."""
+    if is_openvino_graph(graph):
+        return OpenVinoRunner(graph, threads=threads)
+    return OnnxRunner(graph, provider=CPU, threads=threads, spinning=spinning)
 
 
-def embed(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    names = {i.name for i in sess.get_inputs()}
-    hidden = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+def embed(sess: GraphRunner, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    hidden = sess.run(feeds)[0]
     if hidden.ndim == 2:
         return hidden
     weights = feeds["attention_mask"][:, :, None].astype(np.float32)
@@ -52,7 +56,7 @@ def throughput(
     batches = iter(sorted_batches(tok, texts, batch, sort))
     lock = threading.Lock()
 
-    def work(sess: ort.InferenceSession) -> None:
+    def work(sess: GraphRunner) -> None:
         while True:
             with lock:
                 taken = next(batches, None)

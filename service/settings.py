@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-GraphVariant = Literal["auto", "fp32", "optimized", "int8", "fp16"]
+GraphVariant = Literal["auto", "fp32", "optimized", "int8", "openvino-int8", "fp16"]
 
 
 def _split_list(value: object) -> object:

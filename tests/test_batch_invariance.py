@@ -6,8 +6,8 @@ single-thread session, as adaptive sessions and replicas have), and under concur
 "The same": cosine at least 0.99999 for vectors and multi-vectors, max abs difference at
 most 1e-5 for scores and sparse weights (and the same sparse indices). Batches are drawn with
 a fixed seed. Tiny models of the real architectures (exported by the converter from random
-transformers checkpoints) run here; the real MiniLM (fp32, optimized, static int8), SPLADE
-and BM42 are the slow cases.
+transformers checkpoints) run here; the real MiniLM (fp32, optimized, static int8 on ONNX
+Runtime and on OpenVINO), SPLADE and BM42 are the slow cases.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import pytest
 
 from service.convert.export import export
 from service.convert.plan import ExportRequest
-from service.engine.loading import hub_options, load_model
-from service.engine.runner import CPU, OnnxRunner
+from service.engine.loading import cpu_runner, hub_options, load_model
 from service.models.kinds import dense, image, late, m3, multimodal, rerank, sparse
 from service.models.loaded import LoadedModel
 from service.models.store import resolve_reference, split_variant
@@ -75,7 +74,7 @@ def load(reference: str, threads: tuple[int, ...] = (2, 1)) -> LoadedModel:
     settings = Settings(models=[reference], replicas=1, intra_op_threads=threads[0])
     model = load_model(resolve_reference(name, {}), settings, hub_options(settings), variant)
     graph = model.directory / model.spec.source.model_file
-    model.runners += [OnnxRunner(graph, provider=CPU, threads=t) for t in threads[1:]]
+    model.runners += [cpu_runner(graph, t) for t in threads[1:]]
     return model
 
 
@@ -161,11 +160,22 @@ def _scale(value: Any) -> float:
 # --- models -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BERT exported with every variant: fp32, optimized, static int8, and fp16
-    (a GPU's graph, which ONNX Runtime also runs on the CPU)."""
+    """A 2-layer BERT exported with every variant: fp32, optimized, static int8 (ONNX Runtime's
+    and OpenVINO's), and fp16 (a GPU's graph, which ONNX Runtime also runs on the CPU)."""
     source = scale_models.build_tiny_bert(tmp_path_factory.mktemp("invariance-bert"))
     out = tmp_path_factory.mktemp("invariance-bert-out")
-    export(ExportRequest(source, out, name="tiny/bert", optimize=True, int8=True, fp16=True))
+    export(
+        ExportRequest(
+            source,
+            out,
+            name="tiny/bert",
+            optimize=True,
+            int8=True,
+            openvino_int8=True,
+            fp16=True,
+            check_texts=texts(40, 11),
+        )
+    )
     return out
 
 
@@ -174,18 +184,23 @@ def late_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "late-models"
 
 
-@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "fp16"])
+@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "openvino-int8", "fp16"])
 def test_dense_tiny_bert_every_variant(tiny_bert: Path, variant: str) -> None:
     model = load(f"{tiny_bert}:{variant}")
     assert model.variant == variant
     assert_invariant(model, dense.prepare_texts(model, texts(14, 1), None, truncate=True))
 
 
-def test_dense_with_adaptive_sessions(tiny_bert: Path) -> None:
+@pytest.mark.parametrize("variant", ["fp32", "openvino-int8"])
+def test_dense_with_adaptive_sessions(tiny_bert: Path, variant: str) -> None:
     """The layout the service loads on 2-3 cores: a 2-thread session and two 1-thread ones
-    sharing its weights."""
-    settings = Settings(models=[str(tiny_bert)], replicas=0, adaptive_sessions=True)
-    model = load_model(resolve_reference(str(tiny_bert), {}), settings, hub_options(settings))
+    (sharing its weights on ONNX Runtime)."""
+    settings = Settings(
+        models=[str(tiny_bert)], replicas=0, adaptive_sessions=True, intra_op_threads=2
+    )
+    spec = resolve_reference(str(tiny_bert), {})
+    model = load_model(spec, settings, hub_options(settings), variant)
+    assert model.variant == variant
     assert len(model.runners) >= 1
     assert_invariant(model, dense.prepare_texts(model, texts(12, 2), "query", truncate=True))
 
@@ -239,7 +254,7 @@ def test_multimodal_colpali_pages_and_queries(tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8"])
+@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "openvino-int8"])
 def test_real_minilm_every_cpu_variant(real_minilm: Path, variant: str) -> None:
     reference = f"sentence-transformers/all-MiniLM-L6-v2@{real_minilm}:{variant}"
     name, chosen = split_variant(reference)
@@ -249,7 +264,7 @@ def test_real_minilm_every_cpu_variant(real_minilm: Path, variant: str) -> None:
     spec = resolve_reference(name, load_catalogue([]))
     model = load_model(spec, settings, hub_options(settings), chosen)
     graph = model.directory / model.spec.source.model_file
-    model.runners.append(OnnxRunner(graph, provider=CPU, threads=1))
+    model.runners.append(cpu_runner(graph, 1))
     passages = [line for line in bench_lines("passages.jsonl", 10)] + texts(6, 8)
     assert_invariant(model, dense.prepare_texts(model, passages, None, truncate=True), draws=5)
 
@@ -273,9 +288,9 @@ def test_real_sparse_models(directory: str) -> None:
 
 
 # --- under concurrent load, through the service -------------------------------------------
-@pytest.fixture(scope="module")
-def int8_client(tiny_bert: Path) -> Iterator[Any]:
-    with serving(models=[f"{tiny_bert}:int8"], max_wait_ms=5, replicas=0) as client:
+@pytest.fixture(scope="module", params=["int8", "openvino-int8"])
+def int8_client(tiny_bert: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    with serving(models=[f"{tiny_bert}:{request.param}"], max_wait_ms=5, replicas=0) as client:
         yield client
 
 

@@ -22,6 +22,7 @@ from sentence_transformers.util.quantization import quantize_embeddings
 from service.convert import calibration
 from tests import late_models as lm
 from tests.conftest import REAL_MINILM, built
+from tests.int8_reference import assert_matches, quantized_reference, recorded_abs_max
 from tests.prod_server import live_server
 from tests.sparse_fixtures import REAL_SPLADE
 
@@ -74,13 +75,6 @@ def native(url: str, texts: list[str], **fields: object) -> np.ndarray:
     return np.array(response.json()["embeddings"], dtype=np.float32)
 
 
-def ranges_of(directory: Path) -> np.ndarray:
-    import json
-
-    found = json.loads((directory / "service_model.json").read_text())["calibration"]
-    return np.vstack([found["min"], found["max"]]).astype(np.float32)
-
-
 # --- Cohere --------------------------------------------------------------------------------
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
@@ -101,11 +95,14 @@ def test_cohere_client_v2_embed_by_type(
     )
     floats = native(url, TEXTS, input_type="document")
     np.testing.assert_allclose(result.embeddings.float_, floats, atol=1e-6)
-    ranges = ranges_of(calibrated_minilm)
+    abs_max = recorded_abs_max(calibrated_minilm)
     for name in types[1:]:
         got = getattr(result.embeddings, name)
-        expected = quantize_embeddings(floats, precision=name, ranges=ranges)
-        assert np.array_equal(np.array(got), expected), name
+        if name.endswith("int8"):
+            assert_matches(got, quantized_reference(np.asarray(floats), abs_max, name))
+        else:
+            expected = quantize_embeddings(floats, precision=name)
+            assert np.array_equal(np.array(got), expected), name
     assert len(result.embeddings.binary[0]) == 384 // 8
     assert result.texts == TEXTS and result.meta.billed_units.input_tokens > 0
     short = client.embed(

@@ -1,6 +1,7 @@
-"""Quantised outputs (service/front/serving/quantize.py): the same values as sentence-transformers'
-quantize_embeddings, on /embed/dense with the tiny dense model calibrated by the converter's
-own calibration command."""
+"""Quantised outputs (service/front/serving/quantize.py): binary and ubinary are
+sentence-transformers' quantize_embeddings; int8 and uint8 one scale for every dimension (zero
+at zero), so they keep the float vectors' angles; on /embed/dense with the tiny dense model
+calibrated by the converter's own calibration command."""
 
 from __future__ import annotations
 
@@ -16,25 +17,53 @@ from fastapi.testclient import TestClient
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from service.convert import calibration
-from service.front.serving.quantize import pack_bits, scale_bytes
+from service.front.serving.quantize import pack_bits, scale_bytes, shared_scale
 from tests import tiny_models
 from tests.conftest import serving
 from tests.envelope import error_of
+from tests.int8_reference import (
+    assert_matches,
+    int8_reference,
+    quantized_reference,
+    recorded_abs_max,
+)
 
 TEXTS = ["hello world", "the cat sat on the mat", "blue dog", "fast red fox jumps"]
 
 
-def test_bits_and_bytes_are_sentence_transformers_quantize_embeddings() -> None:
+def test_int8_is_one_scale_for_every_dimension_with_zero_at_zero() -> None:
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(50, 21)).astype(np.float32)
-    calibration_set = rng.normal(size=(200, 21)).astype(np.float32)
-    low, high = calibration_set.min(axis=0), calibration_set.max(axis=0)
-    ranges = np.vstack([low, high])
-    for precision in ("int8", "uint8"):
-        expected = quantize_embeddings(vectors, precision=precision, ranges=ranges)
-        got = scale_bytes(vectors, low, high, signed=precision == "int8")
-        assert got.dtype == expected.dtype
-        np.testing.assert_array_equal(got, expected)
+    vectors[:, 3] *= 8  # a wide dimension scales no differently from the others
+    vectors[0, :5] = 0.0
+    abs_max = float(np.abs(vectors).max()) * 0.9  # some values clip
+    scale = shared_scale({"abs_max": abs_max, "min": [], "max": []})
+    got = scale_bytes(vectors, scale, signed=True)
+    expected = int8_reference(vectors, abs_max)
+    assert got.dtype == np.int8 and np.abs(got.astype(int) - expected).max() <= 1  # float32 ties
+    assert (got == expected).mean() > 0.99 and got[0, :5].tolist() == [0] * 5
+    assert got.min() == -127 and got.max() == 127
+    unsigned = scale_bytes(vectors, scale, signed=False)
+    assert unsigned.dtype == np.uint8
+    np.testing.assert_array_equal(unsigned.astype(int), got.astype(int) + 128)
+
+
+def test_int8_keeps_the_angles_of_normalised_vectors() -> None:
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(200, 384)) * rng.uniform(0.2, 3, size=384)  # uneven dimensions
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    levels = scale_bytes(vectors, float(np.abs(vectors).max()) / 127, signed=True).astype(float)
+    cosine = (levels * vectors).sum(1) / np.linalg.norm(levels, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_a_recorded_range_without_abs_max_gives_the_scale_from_the_per_dimension_ranges() -> None:
+    assert shared_scale({"min": [-0.5, -0.1], "max": [0.2, 0.635]}) == 0.635 / 127
+
+
+def test_bits_are_sentence_transformers_quantize_embeddings() -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(50, 21)).astype(np.float32)
     for precision in ("binary", "ubinary"):
         expected = quantize_embeddings(vectors, precision=precision)
         got = pack_bits(vectors, signed=precision == "binary")
@@ -72,11 +101,6 @@ def client(
         yield test_client
 
 
-def recorded_ranges(directory: Path) -> np.ndarray:
-    found = json.loads((directory / "service_model.json").read_text())["calibration"]
-    return np.vstack([found["min"], found["max"]]).astype(np.float32)
-
-
 def test_calibration_records_the_served_vectors_ranges(calibrated: tuple[Path, np.ndarray]) -> None:
     directory, table = calibrated
     found = json.loads((directory / "service_model.json").read_text())["calibration"]
@@ -85,6 +109,7 @@ def test_calibration_records_the_served_vectors_ranges(calibrated: tuple[Path, n
     assert found["texts"] == len(texts)
     np.testing.assert_allclose(found["min"], served.min(axis=0), atol=1e-6)
     np.testing.assert_allclose(found["max"], served.max(axis=0), atol=1e-6)
+    assert found["abs_max"] == pytest.approx(np.abs(served).max(), abs=1e-6)
 
 
 def dense(client: TestClient, **fields: object) -> dict:
@@ -99,15 +124,19 @@ def test_embed_dense_quantises_its_float_vectors(
 ) -> None:
     floats = np.array(dense(client)["embeddings"], dtype=np.float32)
     body = dense(client, embedding_type=embedding_type)
-    ranges = recorded_ranges(calibrated[0]) if embedding_type.endswith("int8") else None
-    expected = quantize_embeddings(floats, precision=embedding_type, ranges=ranges)
-    assert body["embeddings"] == expected.tolist()
+    if embedding_type.endswith("int8"):
+        abs_max = recorded_abs_max(calibrated[0])
+        expected = quantized_reference(floats, abs_max, embedding_type)
+        assert_matches(body["embeddings"], expected)
+    else:
+        expected = quantize_embeddings(floats, precision=embedding_type)
+        assert body["embeddings"] == expected.tolist()
     assert body["dim"] == tiny_models.DIM
     encoded = dense(client, embedding_type=embedding_type, encoding_format="base64")
     decoded = [
         np.frombuffer(base64.b64decode(e), dtype=expected.dtype) for e in encoded["embeddings"]
     ]
-    np.testing.assert_array_equal(np.stack(decoded), expected)
+    np.testing.assert_array_equal(np.stack(decoded), np.array(body["embeddings"]))
 
 
 def test_binary_takes_truncated_dimensions(client: TestClient) -> None:

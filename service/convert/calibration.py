@@ -1,10 +1,11 @@
-"""Per-dimension ranges of a dense model's vectors, for int8 and uint8 outputs
+"""The range of a dense model's vectors, for int8 and uint8 outputs
 (service/front/serving/quantize.py).
 
 The fp32 graph embeds the calibration texts (the converter's check texts: a varied built-in
 set plus any ``--check-texts``) in length-sorted batches; the vectors are pooled and
-normalised as the service serves them by default, and each dimension's minimum and maximum
-are recorded under ``calibration`` in service_model.json.
+normalised as the service serves them by default, and their largest absolute value (the one
+int8 scale), with each dimension's minimum and maximum, is recorded under ``calibration`` in
+service_model.json.
 
 ``python -m service.convert.calibration DIR [--texts FILE]`` adds them to a directory that was
 converted without them (the metadata's other fields are kept).
@@ -45,10 +46,11 @@ def dense_vectors(directory: Path, metadata: dict[str, Any], texts: list[str]) -
 
 
 def calibrate(directory: Path, metadata: dict[str, Any], texts: Sequence[str]) -> dict[str, Any]:
-    """Record the per-dimension ranges of a dense model directory in `metadata`."""
+    """Record the range of a dense model directory's vectors in `metadata`."""
     vectors = dense_vectors(directory, metadata, list(texts))
     metadata["calibration"] = {
         "texts": int(vectors.shape[0]),
+        "abs_max": float(np.abs(vectors).max()),
         "min": [float(v) for v in vectors.min(axis=0)],
         "max": [float(v) for v in vectors.max(axis=0)],
     }
@@ -58,7 +60,7 @@ def calibrate(directory: Path, metadata: dict[str, Any], texts: Sequence[str]) -
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m service.convert.calibration",
-        description="Record a dense model directory's int8 calibration ranges.",
+        description="Record a dense model directory's int8 calibration range.",
     )
     parser.add_argument("directory", type=Path, help="a converted model directory")
     parser.add_argument(

@@ -50,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write model.int8.onnx (smoothed dynamic int8, FFN down-projections kept)",
     )
+    p.add_argument(
+        "--openvino-int8",
+        action="store_true",
+        help="also write model.ov-int8.xml: NNCF's static int8 as OpenVINO IR, for CPUs "
+        "(needs the openvino extra)",
+    )
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx for GPUs")
     p.add_argument(
         "--check-texts",
@@ -85,6 +91,7 @@ def main(argv: Sequence[str]) -> int:
         options=args.options,
         optimize=args.optimize,
         int8=args.int8,
+        openvino_int8=args.openvino_int8,
         fp16=args.fp16,
         check_texts=[text for path in args.check_texts for text in read_texts(path)],
     )

@@ -109,7 +109,7 @@ def export(request: ExportRequest) -> dict[str, Any]:
             "source": str(request.source),
         },
     }
-    if request.optimize or request.int8 or request.fp16:
+    if request.optimize or request.int8 or request.openvino_int8 or request.fp16:
         from service.convert.variants import add_variants
 
         add_variants(
@@ -117,6 +117,7 @@ def export(request: ExportRequest) -> dict[str, Any]:
             metadata,
             optimized=request.optimize,
             int8=request.int8,
+            openvino_int8=request.openvino_int8,
             fp16=request.fp16,
             check_texts=request.check_texts,
         )

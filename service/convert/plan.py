@@ -28,6 +28,7 @@ class ExportRequest:
     options: dict[str, Any] = field(default_factory=dict)
     optimize: bool = False
     int8: bool = False
+    openvino_int8: bool = False  # NNCF int8 as OpenVINO IR (service/convert/openvino_int8.py)
     fp16: bool = False
     check_texts: list[str] = field(default_factory=list)
 

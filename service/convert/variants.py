@@ -8,12 +8,15 @@
   the whole batch: vectors moved with other clients' traffic). Before it, SmoothQuant-style
   migration of activation outliers into the weights (service/convert/smoothing.py). The
   nodes that lose most are kept in fp32 (``sensitive_nodes``).
+- openvino-int8: NNCF's static int8 as OpenVINO IR, served by OpenVINO on CPU
+  (service/convert/openvino_int8.py): about 3x the fp32 graph on CPU, and closer to it.
 - fp16: the optimized graph in float16 with float32 inputs and outputs, for GPUs.
 
 Each variant's agreement with fp32 (min and mean cosine of the pooled output over a varied
 check set) is recorded in service_model.json. The default graph on each provider must give
 the model's own vectors (min cosine ``EXACT_COSINE``): fp32 on CPU, fp16 on GPU where it
-keeps that; int8 is only ever an opt-in (``NAME:int8`` or ``EMBED_GRAPH_VARIANT=int8``).
+keeps that; int8 is only ever an opt-in (``NAME:openvino-int8``, ``NAME:int8`` or
+``EMBED_GRAPH_VARIANT=...``).
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.models.store import EXACT_COSINE
+
+if TYPE_CHECKING:
+    from service.models.loaded import GraphRunner
 
 SMOOTHING_ALPHA = 0.7  # static int8: best of 0.3-0.85 for MiniLM (docs/benchmarks)
 PASS_THROUGH = {"Add", "Reshape", "Transpose", "Cast", "Identity", "Squeeze", "Unsqueeze"}
@@ -222,19 +228,22 @@ def agreement(
     directory: Path, reference: str, candidate: str, texts: list[str], max_length: int = 256
 ) -> dict[str, float]:
     """Min and mean cosine, per text, of the first output (masked mean over tokens)."""
-    import onnxruntime as ort
-
-    sessions = [
-        ort.InferenceSession(str(directory / name), providers=["CPUExecutionProvider"])
-        for name in (reference, candidate)
-    ]
-    names = [i.name for i in sessions[0].get_inputs()]
+    sessions = [cpu_runner(directory / name) for name in (reference, candidate)]
+    names = list(sessions[0].input_names)
     cosines: list[float] = []
     for feed in check_batches(directory, names, texts, max_length=max_length):
-        a, b = (pooled(s.run(None, feed)[0], feed["attention_mask"]) for s in sessions)
+        a, b = (pooled(s.run(feed)[0], feed["attention_mask"]) for s in sessions)
         cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
         cosines.extend(cos.tolist())
     return {"min_cosine": min(cosines), "mean_cosine": float(np.mean(cosines)), "texts": len(texts)}
+
+
+def cpu_runner(graph: Path) -> GraphRunner:
+    """A CPU session of any graph the service serves (ONNX, or OpenVINO IR) on every core."""
+    from service.engine.loading import cpu_runner as runner
+    from service.engine.runner import default_threads
+
+    return runner(graph, default_threads(1))
 
 
 def add_variants(
@@ -244,6 +253,7 @@ def add_variants(
     optimized: bool,
     int8: bool,
     fp16: bool,
+    openvino_int8: bool = False,
     check_texts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write the asked variants next to model.onnx and record them in the metadata."""
@@ -275,6 +285,21 @@ def add_variants(
                 ),
             )
         )
+    if openvino_int8:
+        from service.convert import openvino_int8 as ov_int8
+
+        samples = check_batches(
+            directory, graph_inputs(directory / "model.onnx"), texts, size=1, max_length=limit
+        )
+        steps.append(
+            (
+                "openvino-int8",
+                ov_int8.GRAPH_FILE,
+                lambda: ov_int8.quantize(
+                    directory / "model.onnx", directory / ov_int8.GRAPH_FILE, samples
+                ),
+            )
+        )
     if fp16:
         steps.append(
             (
@@ -298,6 +323,7 @@ def add_variants(
 METHODS = {
     "optimized": "ONNX Runtime's transformer fusions, fp32",
     "int8": "static int8 (QDQ): per-channel weights, calibrated activation scales",
+    "openvino-int8": "NNCF static int8 (transformer preset, SmoothQuant), OpenVINO IR",
     "fp16": "float16 of the fused graph",
 }
 

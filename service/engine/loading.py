@@ -7,14 +7,15 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from service.engine import scaling
+from service.engine import openvino_runner, scaling
 from service.engine.batcher import Batcher
-from service.engine.runner import CUDA, OnnxRunner, SharedWeights, choose_provider
+from service.engine.openvino_runner import OpenVinoRunner, is_openvino_graph
+from service.engine.runner import CPU, CUDA, OnnxRunner, SharedWeights, choose_provider
 from service.engine.weights import Unreadable, read_initializers
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec, load_catalogue
 from service.models.kinds.registry import KIND_HANDLERS, handler_for
-from service.models.loaded import LoadedModel, open_model
+from service.models.loaded import GraphRunner, LoadedModel, open_model
 from service.models.registry import ModelRegistry
 from service.models.store import (
     HubOptions,
@@ -77,12 +78,38 @@ def load_model(
 
 
 def add_sessions(model: LoadedModel, settings: Settings, provider: str) -> None:
-    """The model's ONNX Runtime sessions (replicas or adaptive), warmed up."""
+    """The model's sessions (replicas or adaptive), warmed up: ONNX Runtime's, or OpenVINO's
+    for a graph in its IR."""
     graph = model.directory / model.spec.source.model_file
     layout, model.solo = scaling.session_layout(settings, provider, model.spec.kind)
+    if is_openvino_graph(graph):  # OpenVINO IR: one compiled model per entry of the layout
+        if provider == CUDA:
+            raise ModelLoadError(f"{graph} is an OpenVINO graph for the CPU, not for CUDA")
+        model.runners = [OpenVinoRunner(graph, threads=threads) for threads in layout]
+        provider = openvino_runner.PROVIDER
+    else:
+        add_onnx_runners(model, settings, provider, graph, layout)
+    model.provider = provider
+    model.session_threads = tuple(layout)
+    warm = [payload for _, payload in model.handler.warmup(model)]
+    for worker in range(len(model.runners)):
+        model.process(worker, warm)
+    scaling.configure(model, settings)
+
+
+def cpu_runner(graph: Path, threads: int) -> GraphRunner:
+    """A plain CPU session of any graph the service serves: ONNX, or OpenVINO IR."""
+    if is_openvino_graph(graph):
+        return OpenVinoRunner(graph, threads=threads)
+    return OnnxRunner(graph, provider=CPU, threads=threads)
+
+
+def add_onnx_runners(
+    model: LoadedModel, settings: Settings, provider: str, graph: Path, layout: list[int]
+) -> None:
     weights = shared_weights(graph) if model.solo else None
     if model.solo and weights is None:
-        layout, model.solo = layout[:1], False
+        layout[:], model.solo = layout[:1], False
     model.runners = [
         OnnxRunner(
             graph,
@@ -95,12 +122,6 @@ def add_sessions(model: LoadedModel, settings: Settings, provider: str) -> None:
         )
         for threads in layout
     ]
-    model.provider = provider
-    model.session_threads = tuple(layout)
-    warm = [payload for _, payload in model.handler.warmup(model)]
-    for worker in range(len(model.runners)):
-        model.process(worker, warm)
-    scaling.configure(model, settings)
 
 
 def with_token_limit(spec: ModelSpec, settings: Settings) -> ModelSpec:

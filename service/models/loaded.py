@@ -30,6 +30,15 @@ class Runner(Protocol):
     def run(self, feeds: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]: ...
 
 
+class GraphRunner(Runner, Protocol):
+    """One session of a model's graph: ONNX Runtime's (service/engine/runner.py) or
+    OpenVINO's (service/engine/openvino_runner.py)."""
+
+    input_names: tuple[str, ...]
+    provider: str
+    threads: int
+
+
 class Batched(Protocol):
     """What the serving code needs of a model's batcher: the engine's own (service/engine/
     batcher.py) in one process, or the link to the engine process of the multi-process mode

@@ -3,9 +3,9 @@
 A reference is a catalogue name (files fetched from the Hugging Face Hub into its cache),
 a local directory written by ``python -m service convert`` (it holds ``service_model.json``),
 or ``NAME@DIR``: a catalogue entry served from a local directory. Any of them may end in
-``:VARIANT`` (``fp32``, ``optimized``, ``int8``, ``fp16``): the graph that model is served
-with, over the ``graph_variant`` setting, so one process can serve int8 for one model and
-the exact graph for another.
+``:VARIANT`` (``fp32``, ``optimized``, ``int8``, ``openvino-int8``, ``fp16``): the graph that
+model is served with, over the ``graph_variant`` setting, so one process can serve int8 for
+one model and the exact graph for another.
 """
 
 from __future__ import annotations
