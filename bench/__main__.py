@@ -15,6 +15,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def served_lines(
     """Each load, with its rate as a ratio to the ceiling, and to the ceiling's configuration
     measured again right after it: this machine's speed drifts within minutes, and the
     ceiling itself is the best of many noisy runs. Then 32 clients with two request-handling
-    processes (EMBED_WORKERS=2) and with the int8 opt-in, against its own graph's ceiling."""
+    processes (EMBED_WORKERS=2); then the int8 opt-ins beside the default (int8_served_lines)."""
     say("\n## 2-3. Served over HTTP on loopback (same model, same machine)\n")
     say(
         "ratio to ceiling: to section 1's figure; beside: to the ceiling's configuration on "
@@ -182,12 +183,51 @@ def served_lines(
                 if concurrency == 1:
                     over = result.p50_ms - single_ms
                     say(f"|  (concurrency 1: p50 {over:+.1f} ms over in-process) | | | | | | |")
-    int8 = json.loads((MODEL_DIR / "service_model.json").read_text())["variants"].get("int8")
-    if int8 is not None:  # the opt-in, against the same configuration run on its own graph
-        with served.server({"EMBED_MODELS": f"{name}@{MODEL_DIR}:int8"}) as (url, _):
-            result = served.load(url, name, passages, 1, 32)
-        own = ceiling.again(passages, int8)
-        served_row(f"{name}:int8 (ceiling {own:.1f}): ", 1, 32, result, ceiling, passages, int8)
+    int8_served_lines(name, passages)
+
+
+INT8_VARIANTS = ("openvino-int8", "int8")  # served beside the fp32 default when converted
+SERVED_ROUNDS = 3
+
+
+def int8_served_lines(name: str, passages: list[str]) -> None:
+    """The int8 opt-ins served at 32 clients (one passage a request) beside the fp32 default,
+    in the same run: every server up at once, the loads taken in turn (the default, then each
+    variant), SERVED_ROUNDS times; each round's ratio to the default's load just before it,
+    and their median. This machine's speed drifts within minutes: only such ratios compare."""
+    variants = json.loads((MODEL_DIR / "service_model.json").read_text())["variants"]
+    chosen = [variant for variant in INT8_VARIANTS if variant in variants]
+    if not chosen:
+        return
+    say(f"\nint8 opt-ins at 1/request x 32, beside the default, {SERVED_ROUNDS} rounds in turn\n")
+    row("graph", "passages/s (median)", "p50 ms", "p99 ms", "errors", "x fp32 default (median)")
+    row("---", "---", "---", "---", "---", "---")
+    references = {"fp32 default": f"{name}@{MODEL_DIR}"} | {
+        variant: f"{name}@{MODEL_DIR}:{variant}" for variant in chosen
+    }
+    with ExitStack() as stack:
+        urls = {
+            label: stack.enter_context(served.server({"EMBED_MODELS": reference}))[0]
+            for label, reference in references.items()
+        }
+        results: dict[str, list[served.Load]] = {label: [] for label in urls}
+        ratios: dict[str, list[float]] = {label: [] for label in urls}
+        for _ in range(SERVED_ROUNDS):
+            for label, url in urls.items():
+                results[label].append(served.load(url, name, passages, 1, 32))
+                base = results["fp32 default"][-1].passages_per_s
+                ratios[label].append(results[label][-1].passages_per_s / base)
+    for label, loads in results.items():
+        rates = [load.passages_per_s for load in loads]
+        middle = loads[int(np.argsort(rates)[len(rates) // 2])]
+        row(
+            f"{name}:{label}" if label != "fp32 default" else label,
+            f"{np.median(rates):.1f} ({', '.join(f'{r:.0f}' for r in rates)})",
+            f"{middle.p50_ms:.1f}",
+            f"{middle.p99_ms:.1f}",
+            sum(load.errors for load in loads),
+            f"{np.median(ratios[label]):.2f} ({', '.join(f'{r:.2f}' for r in ratios[label])})",
+        )
 
 
 def served_row(
