@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL])
     """Models to serve, comma separated. Each is a catalogue name (fetched from the Hugging
     Face Hub), a local model directory, or NAME@DIR to serve a catalogue entry from DIR; any
-    of them may end in :int8 (or :fp32, :optimized, :fp16) to serve that model's graph."""
+    of them may end in :openvino-int8 (or :int8, :fp32, :optimized, :fp16) to serve that model's
+    graph."""
     catalogue_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """Extra TOML catalogue files, for models the built-in catalogue does not know."""
     cache_dir: Path | None = None
@@ -119,9 +120,10 @@ class Settings(BaseSettings):
     single-thread sessions side by side (throughput). Costs about what replicas=2 costs:
     MiniLM's server took 318 MiB after load, against 235 with this off (docs/scaling.md)."""
     graph_variant: GraphVariant = "auto"
-    """Which ONNX graph of a converted model directory to load, for every model (one model's
-    own choice: NAME:VARIANT in `models`); auto takes the variant the conversion recorded as
-    default for the provider if it gives the model's own vectors, else fp32."""
+    """Which graph of a converted model directory to load, for every model (one model's own
+    choice: NAME:VARIANT in `models`); auto takes the variant the conversion recorded as
+    default for the provider if it gives the model's own vectors, else fp32. openvino-int8
+    runs on OpenVINO (the openvino extra), the others on ONNX Runtime."""
 
     # --- batching --------------------------------------------------------------------------
     max_batch_items: int = Field(32, ge=1)

@@ -2,8 +2,8 @@
 OpenVINO IR (``model.ov-int8.xml`` and its ``.bin``), served by OpenVINO on CPU.
 
 The fp32 ONNX graph is read by OpenVINO and quantised by NNCF (transformer preset: int8
-weights per channel, activations per tensor with scales calibrated once; SmoothQuant in front
-of the MatMuls) on the converter's check texts, one text per calibration sample, so no padded
+weights per channel, activations per tensor with scales calibrated once; fast bias
+correction; SmoothQuant off, see Int8Options) on the converter's check texts, one text per calibration sample, so no padded
 token moves a range. The activation scales are constants of the graph: a vector never depends
 on what shares its batch. The options were chosen with the figures in
 docs/benchmarks/2026-12-07-cpu-2core-openvino-int8.md (``python -m bench.openvino_options``).
@@ -27,7 +27,9 @@ KEEP_FP32 = ("none", "attention", "down", "down+attention")  # MatMuls left fp32
 class Int8Options:
     """The quantiser's knobs that trade a little speed for accuracy."""
 
-    smooth_quant_alpha: float = 0.95  # NNCF's default for MatMuls in the transformer preset
+    # NNCF's default for MatMuls in the transformer preset is 0.95; off (-1) kept the most of
+    # MiniLM's vectors at full speed (docs/benchmarks/2026-12-07-cpu-2core-openvino-int8.md)
+    smooth_quant_alpha: float = -1
     fast_bias_correction: bool = True
     subset_size: int = 600  # calibration samples (texts) at most
     keep_fp32: str = "none"  # one of KEEP_FP32

@@ -323,7 +323,7 @@ def add_variants(
 METHODS = {
     "optimized": "ONNX Runtime's transformer fusions, fp32",
     "int8": "static int8 (QDQ): per-channel weights, calibrated activation scales",
-    "openvino-int8": "NNCF static int8 (transformer preset, SmoothQuant), OpenVINO IR",
+    "openvino-int8": "NNCF static int8 (transformer preset), OpenVINO IR",
     "fp16": "float16 of the fused graph",
 }
 
