@@ -3,10 +3,11 @@ OpenVINO IR (``model.ov-int8.xml`` and its ``.bin``), served by OpenVINO on CPU.
 
 The fp32 ONNX graph is read by OpenVINO and quantised by NNCF (transformer preset: int8
 weights per channel, activations per tensor with scales calibrated once; fast bias
-correction; SmoothQuant off, see Int8Options) on the converter's check texts, one text per calibration sample, so no padded
-token moves a range. The activation scales are constants of the graph: a vector never depends
-on what shares its batch. The options were chosen with the figures in
-docs/benchmarks/2026-12-07-cpu-2core-openvino-int8.md (``python -m bench.openvino_options``).
+correction; SmoothQuant off, see Int8Options) on the converter's check texts, one text per
+calibration sample, so no padded token moves a range. The activation scales are constants of
+the graph: a vector never depends on what shares its batch. The options were chosen with the
+figures in docs/benchmarks/2026-12-07-cpu-2core-openvino-int8.md
+(``python -m bench.openvino_options``).
 
 Needs the ``openvino`` extra (openvino and nncf).
 """
