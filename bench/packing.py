@@ -46,17 +46,16 @@ CostMs = Callable[[int, int], float]  # (items, padded width) -> milliseconds
 def time_shapes(graph: Path, threads: int) -> dict[tuple[int, int], float]:
     """Milliseconds per call of the graph for each (batch, width), best of a few runs."""
     sess = inprocess.session(graph, threads)
-    names = [i.name for i in sess.get_inputs()]
     table = {}
     for width in WIDTHS:
         for batch in BATCHES:
-            feeds = {name: np.ones((batch, width), dtype=np.int64) for name in names}
-            sess.run(None, feeds)
+            feeds = {name: np.ones((batch, width), dtype=np.int64) for name in sess.input_names}
+            sess.run(feeds)
             runs = max(3, 4096 // (batch * width))
             times = []
             for _ in range(runs):
                 started = time.perf_counter()
-                sess.run(None, feeds)
+                sess.run(feeds)
                 times.append(time.perf_counter() - started)
             table[(batch, width)] = min(times) * 1000
     return table
