@@ -84,7 +84,7 @@ def _child(role: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m service {role}", add_help=False)
     parser.add_argument("--runtime", type=Path, required=True)
     parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--replacement", action="store_true")
+    parser.add_argument("--when-ready", action="store_true")
     own, rest = parser.parse_known_args(argv)
     follow_parent(own.parent)
     settings = _settings(rest)
@@ -97,7 +97,7 @@ def _child(role: str, argv: Sequence[str]) -> int:
         return 0
     from service.launch.front import run_front
 
-    run_front(settings, own.runtime, own.replacement)
+    run_front(settings, own.runtime, own.when_ready)
     return 0
 
 

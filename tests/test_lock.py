@@ -5,6 +5,7 @@ and the images' locks are the same versions."""
 from __future__ import annotations
 
 import re
+import sysconfig
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -36,8 +37,12 @@ def pins(lock: str) -> dict[str, Version]:
 
 def test_this_environment_holds_exactly_the_dev_lock() -> None:
     locked = pins("dev.lock")
+    # the environment's own site-packages: setuptools puts its vendored packages' metadata on
+    # sys.path once something imports it, and those are not installed packages
+    places = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {
-        canonicalize_name(d.metadata["Name"]): Version(d.version) for d in metadata.distributions()
+        canonicalize_name(d.metadata["Name"]): Version(d.version)
+        for d in metadata.distributions(path=places)
     }
     installed.pop(canonicalize_name(PROJECT))
     for name in SEEDED:

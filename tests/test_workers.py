@@ -224,7 +224,7 @@ def test_a_replacement_waiting_for_the_engine_exits_on_sigterm(
 
     log = tmp_path / "front.log"
     env = {**os.environ, "EMBED_MODELS": str(tiny[0]), "EMBED_PORT": str(free_port())}
-    command = [sys.executable, "-m", "service", "_front", "--replacement"]
+    command = [sys.executable, "-m", "service", "_front", "--when-ready"]
     command += ["--runtime", str(tmp_path), "--parent", str(os.getpid())]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)

@@ -15,12 +15,13 @@ from service.launch.supervisor import listening_socket
 from service.settings import Settings
 
 
-def run_front(settings: Settings, runtime: Path, replacement: bool = False) -> None:
-    """Serve until SIGTERM. The first processes listen at once (so /health answers while the
-    engine loads); a replacement for one that died listens only once the engine and every
-    model are ready here, so that the kernel sends it no connection it would refuse."""
+def run_front(settings: Settings, runtime: Path, when_ready: bool = False) -> None:
+    """Serve until SIGTERM. The supervisor's first process listens at once (so /health
+    answers while the engine loads); the others, and a replacement for one that died, listen
+    only once the engine and every model are ready here (`when_ready`), so that the kernel
+    sends them no connection they would refuse."""
     app = create_app(
-        settings, engine_socket=str(engine_socket(runtime)), wait_for_engine=replacement
+        settings, engine_socket=str(engine_socket(runtime)), wait_for_engine=when_ready
     )
     config = uvicorn.Config(
         app,
@@ -30,8 +31,6 @@ def run_front(settings: Settings, runtime: Path, replacement: bool = False) -> N
     )
     listener = listening_socket(settings.host, settings.port)
     listener.bind((settings.host, settings.port))
-    if not replacement:
+    if not when_ready:
         listener.listen(2048)  # else uvicorn listens after the start-up, when it serves
-    DrainingServer(config, app.state.registry, exit_before_start=replacement).run(
-        sockets=[listener]
-    )
+    DrainingServer(config, app.state.registry, exit_before_start=when_ready).run(sockets=[listener])

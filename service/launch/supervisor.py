@@ -75,8 +75,15 @@ class Supervisor:
         prefix = [sys.executable, "-m", "service"]
         runtime = ["--runtime", str(self.runtime), "--parent", str(os.getpid())]
         self.children = [Child("engine", [*prefix, "_engine", *runtime, *self.argv])]
+        # The first request-handling process listens at once, so that /health and /ready
+        # answer while the engine loads; the others join the port only once they are ready
+        # (--when-ready), so that no connection reaches a process still opening the models
+        # while /ready, answered by another, already says 200.
         self.children += [
-            Child("front", [*prefix, "_front", *runtime, *self.argv]) for _ in range(self.workers)
+            Child(
+                "front", [*prefix, "_front", *(["--when-ready"] if i else []), *runtime, *self.argv]
+            )
+            for i in range(self.workers)
         ]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -114,8 +121,8 @@ class Supervisor:
             log.error("%s process %d died (%d); starting another", child.role, pid, code)
             if time.monotonic() - child.started < RESTART_PAUSE_S:
                 time.sleep(RESTART_PAUSE_S)
-            if child.role == "front" and "--replacement" not in child.command:
-                child.command.insert(child.command.index("_front") + 1, "--replacement")
+            if child.role == "front" and "--when-ready" not in child.command:
+                child.command.insert(child.command.index("_front") + 1, "--when-ready")
             if not self.stopping:
                 child.start(env)
 

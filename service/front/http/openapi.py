@@ -57,7 +57,7 @@ def error_statuses(path: str, method: str) -> list[str]:
         statuses += ["429", "503"]
     if method == "post":
         statuses += ["404", "415"]
-    elif path == "/info":  # ?model= names a model
+    elif path == "/info" or "{" in path:  # ?model= names a model; an id in the path
         statuses.append("404")
     return sorted(statuses)
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.front.http.encoding import json_response, multi_vector_item
+from service.front.schemas.inline import inline_schema
 from service.front.schemas.multimodal import MultimodalRequest, MultimodalResponse
 from service.front.serving.multimodal import embed_multimodal, read_multimodal_request
 from service.front.serving.multivector import (
@@ -22,7 +23,7 @@ router = APIRouter()
 OPENAPI_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": MultimodalRequest.model_json_schema()}},
+        "content": {"application/json": {"schema": inline_schema(MultimodalRequest)}},
     }
 }
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.front.schemas.inline import inline_schema
+
 EncodingFormat = Literal["float", "base64"]
 
 
@@ -46,7 +48,7 @@ OPENAPI_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": ImageJsonRequest.model_json_schema()},
+            "application/json": {"schema": inline_schema(ImageJsonRequest)},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
