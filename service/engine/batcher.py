@@ -499,9 +499,10 @@ class Batcher:
         if self._bulk:
             self._wakeup.set()  # an idle worker may take a bulk batch now
 
-    def _began(self, dispatch: _Dispatch, live: list[_Item]) -> None:
-        """On the loop, when a batch starts running in its thread: stamp it, arm the watchdog."""
-        now = time.perf_counter()
+    def _began(self, dispatch: _Dispatch, live: list[_Item], now: float) -> None:
+        """On the loop, when a batch has started running in its thread at `now` (stamped there:
+        the loop may get here later, and a stamp taken here made inference look shorter than
+        the session ran): stamp its items, arm the watchdog."""
         for item in live:
             item.started = now
         if dispatch.future is not None and not dispatch.future.done():
@@ -554,7 +555,7 @@ class Batcher:
             return [], [], 0.0
         live = [item for item in dispatch.batch if not item.gone]
         try:
-            loop.call_soon_threadsafe(self._began, dispatch, live)
+            loop.call_soon_threadsafe(self._began, dispatch, live, time.perf_counter())
         except RuntimeError:  # the loop has closed: nobody is waiting for this batch
             return [], [], 0.0
         if not live:
