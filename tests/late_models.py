@@ -84,9 +84,10 @@ def save_bert_tokenizer(directory: Path) -> Tokenizer:
     return tokenizer
 
 
-def save_xlmr_tokenizer(directory: Path) -> Tokenizer:
-    """XLM-R's specials and pair template (<s> A </s></s> B </s>, all type 0), pad id 1."""
-    vocab = xlmr_vocab()
+def save_xlmr_tokenizer(directory: Path, vocab: dict[str, int] | None = None) -> Tokenizer:
+    """XLM-R's specials and pair template (<s> A </s></s> B </s>, all type 0), pad id 1;
+    over `vocab` (default: this module's XLM-R vocabulary)."""
+    vocab = vocab or xlmr_vocab()
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from tests import late_models
 from tests.late_models import BERT_SPECIALS, HIDDEN, WORDS, XLMR_SPECIALS
 from tests.tiny_models import bert_template
 
@@ -63,18 +64,9 @@ def save_bert_tokenizer(
 
 
 def save_xlmr_tokenizer(directory: Path, limit: int = FASTEMBED_LIMIT) -> None:
-    """XLM-R's specials and pair template (<s> A </s></s> B </s>), pad id 1."""
-    vocab = xlmr_vocab()
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])],
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(directory / "tokenizer.json"))
+    """XLM-R's specials and pair template (<s> A </s></s> B </s>), pad id 1, with the files
+    FastEmbed reads beside tokenizer.json."""
+    late_models.save_xlmr_tokenizer(directory, xlmr_vocab())
     names = ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")
     specials = dict(zip(names, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], strict=True))
     write_json(directory / "special_tokens_map.json", specials)
