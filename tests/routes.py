@@ -10,6 +10,9 @@ from typing import Any
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
+from service.front.http.guard import PAGE_FILES, public_requests
+from service.settings import Settings
+
 
 def every_request(app: Any) -> list[tuple[str, str]]:
     """(method, path) for every route of the app and every method it accepts, from the app's
@@ -24,3 +27,11 @@ def every_request(app: Any) -> list[tuple[str, str]]:
         path = re.sub(r"{[^}]+}", "some-id", route.path)
         requests += [(method, path) for method in sorted(route.methods or ())]
     return requests
+
+
+def declared_public(settings: Settings, method: str, path: str) -> bool:
+    """Whether the guard's declared public requests (service/front/http/guard.py) name this
+    one: the pairs, and the page's files while the page is on."""
+    prefix, methods = PAGE_FILES
+    page_file = settings.ui and method in methods and path.startswith(prefix)
+    return page_file or (method, path) in public_requests(settings)

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.front.http.guard import PAGE_FILES, declared_length, key_matches, public_requests
+from service.front.http.guard import declared_length, key_matches, public_requests
 from service.settings import Settings
 from tests.conftest import engine_registry, serving
 from tests.envelope import error_of
-from tests.routes import every_request
+from tests.routes import declared_public, every_request
 from tests.tiny_models import expected_dense
 
 EMBED = {"model": "tiny/dense", "input": ["hello world"]}
@@ -66,7 +66,8 @@ def test_every_route_and_method_needs_the_key_but_the_declared_public_ones(
     keys set: 401 without the key, anything but 401 with it, except the declared public
     requests (issue 33: POST / embedded without a key)."""
     settings = {"models": [str(tiny_dense[0])], "api_keys": "k1", "ui": ui}
-    public = public_requests(Settings(**settings))
+    chosen = Settings(**settings)
+    public = public_requests(chosen)
     assert public == ({("GET", "/health"), ("GET", "/ready")} | ({("GET", "/")} if ui else set()))
     with serving(**settings) as client:
         requests = every_request(client.app)
@@ -74,8 +75,7 @@ def test_every_route_and_method_needs_the_key_but_the_declared_public_ones(
         assert len(requests) > 30
         key = {"Authorization": "Bearer k1"}
         for method, path in requests:
-            page_file = ui and method in PAGE_FILES[1] and path.startswith(PAGE_FILES[0])
-            open_to_all = (method, path) in public or page_file
+            open_to_all = declared_public(chosen, method, path)
             body = {} if method in ("POST", "PUT", "PATCH") else None
             without = client.request(method, path, json=body)
             if open_to_all:

@@ -16,11 +16,10 @@ import psutil
 import pytest
 
 from service.app import create_app
-from service.front.http.guard import public_requests
 from service.settings import Settings
 from tests import tiny_models
 from tests.prod_server import Server, running
-from tests.routes import every_request
+from tests.routes import declared_public, every_request
 
 NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -103,13 +102,13 @@ def test_api_keys_guard_every_route_in_every_process(tiny: tuple[Path, np.ndarra
     directory, _ = tiny
     env = {"EMBED_MODELS": str(directory), "EMBED_WORKERS": "2", "EMBED_API_KEYS": "k1"}
     requests = every_request(create_app(Settings(models=[])))
-    public = public_requests(Settings(models=[], api_keys="k1"))
+    settings = Settings(models=[], api_keys="k1")
     with running(env) as server:
         for _ in range(2):  # new connections each time: both processes answer some
             for method, path in requests:
                 body = {} if method == "POST" else None
                 without = httpx.request(method, f"{server.url}{path}", json=body, timeout=10)
-                page = path.startswith("/ui/") or (method, path) in public
+                page = declared_public(settings, method, path)
                 assert (without.status_code == 401) != page, (method, path, without.status_code)
                 key = {"Authorization": "Bearer k1"}
                 with_key = httpx.request(
