@@ -1,10 +1,11 @@
-"""Sparse embedding logic: SPLADE and BM42 documents go through the model's batcher; BM25
-and BM42 queries need no inference and run in a worker thread."""
+"""Sparse embedding logic: SPLADE, BM42 and miniCOIL documents (and miniCOIL queries) go
+through the model's batcher; BM25, BM42 and inference-free SPLADE queries need no inference and
+run in a worker thread."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 from service.errors import InvalidInput
 from service.front.shared.batched import lengths, submit_counted
 from service.models.catalogue import TokenLimit
-from service.models.kinds import bm25, bm42, if_splade
+from service.models.kinds import bm25, bm42, if_splade, minicoil
 from service.models.kinds.encoded import InputType
 from service.models.kinds.m3 import wanting
 from service.models.kinds.sparse import SparseVector, family, prepare_texts
@@ -21,6 +22,10 @@ from service.models.loaded import LoadedModel
 
 # Families whose queries run no model: BM42 (1 per stem), inference-free SPLADE (IDF lookup).
 QUERIES_WITHOUT_INFERENCE = {"bm42": bm42.query_vectors, "if_splade": if_splade.query_vectors}
+# Families whose items carry their side (miniCOIL weighs queries and documents differently).
+PREPARE_BY_FAMILY: dict[str, Callable[..., list[tuple[int, Any]]]] = {
+    "minicoil": minicoil.prepare_texts
+}
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
 
@@ -94,13 +99,19 @@ async def _embed_non_empty(
         vectors = await asyncio.to_thread(queries)
         return SparseResult(vectors, counted[0])
 
-    vectors, tokens = await submit_counted(
-        model,
-        lambda: wanting(
-            model, prepare_texts(model, texts, input_type, cut.truncate, cut.limit), "sparse"
-        ),
-    )
+    vectors, tokens = await submit_counted(model, lambda: _items(model, texts, input_type, cut))
     return SparseResult(vectors, tokens)
+
+
+def _items(
+    model: LoadedModel, texts: list[str], input_type: InputType, cut: Cut
+) -> list[tuple[int, Any]]:
+    """The batcher's items: miniCOIL's carry their side; a BGE-M3 model's the output wanted."""
+    prepare = PREPARE_BY_FAMILY.get(family(model))
+    if prepare is not None:
+        return prepare(model, texts, input_type, cut.truncate, cut.limit)
+    items = prepare_texts(model, texts, input_type, cut.truncate, cut.limit)
+    return wanting(model, items, "sparse")
 
 
 def render(vector: SparseVector, with_tokens: bool) -> dict[str, Any]:

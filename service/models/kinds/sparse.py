@@ -2,7 +2,8 @@
 positions of log(1 + relu(logit)); only non-zero ids are kept.
 
 Rows of kind ``sparse`` pick their family with ``options.family`` (``splade``, the
-default, ``bm25`` or ``bm42``); ``handler_for`` in the kinds registry maps it to a handler.
+default, ``bm25``, ``bm42``, ``if_splade`` or ``minicoil``); ``handler_for`` in the kinds
+registry maps it to a handler.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from service.models.text import Encoded, encode_texts
 if TYPE_CHECKING:
     from service.models.loaded import LoadedModel
 
-FAMILIES = ("splade", "bm25", "bm42", "if_splade")
+FAMILIES = ("splade", "bm25", "bm42", "if_splade", "minicoil")
 
 
 @dataclass(frozen=True)
