@@ -77,7 +77,8 @@ run: models
 API_TESTS = $(addprefix tests/,test_dense_api.py test_sparse_api.py test_late_api.py \
   test_rerank_api.py test_image_api.py test_multimodal_api.py test_guard.py test_overload.py \
   test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py \
-  test_tei_api.py test_quantize.py test_m3.py test_multivector.py test_result_cache.py)
+  test_tei_api.py test_quantize.py test_m3.py test_multivector.py test_result_cache.py \
+  test_sparse_minicoil.py)
 
 # The README's JavaScript examples need the openai package (tests/js/package-lock.json).
 .PHONY: js-deps

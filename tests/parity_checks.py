@@ -36,6 +36,11 @@ CHECKS: dict[str, tuple[str, str]] = {
         PARITY,
     ),
     "IfSplade": (f"{ORACLE} tiny random BertForMaskedLM and an idf.json", PARITY),
+    "MiniCOIL": (
+        f"{ORACLE} tiny random BERT token states, miniCOIL word matrices, vocabulary and "
+        "stopwords (documents and queries)",
+        PARITY,
+    ),
     "SiglipOnnxTextEmbedding": (
         f"{ORACLE} tiny random SigLIP text tower (pooler_output by name, fixed padding)",
         PARITY,

@@ -42,11 +42,14 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def save_bert_tokenizer(
-    directory: Path, limit: int = FASTEMBED_LIMIT, mask: str = "[MASK]"
+    directory: Path,
+    limit: int = FASTEMBED_LIMIT,
+    mask: str = "[MASK]",
+    vocab: dict[str, int] | None = None,
 ) -> None:
     """BERT's WordPiece tokenizer files, with the fixed padding real tokenizer.json files carry
     (and another mask token as an added special token, where a model names one)."""
-    vocab = bert_vocab()
+    vocab = vocab or bert_vocab()
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -26,7 +26,7 @@ from PIL import Image
 
 from service.models.catalogue import find_row, load_catalogue
 from service.models.kinds.dense import prepare_texts
-from tests import image_models, parity_models
+from tests import image_models, minicoil_models, parity_models
 from tests.conftest import engine_registry, serving
 from tests.exporting import EXPORT_WARNINGS
 from tests.parity_checks import CHECKS, PARITY
@@ -70,6 +70,7 @@ RUN_HERE = {
     "CLIPOnnxEmbedding",
     "SpladePP",
     "IfSplade",
+    "MiniCOIL",
     *LATE_GRAPHS,
     "OnnxTextCrossEncoder",
     "OnnxImageEmbedding",
@@ -310,6 +311,48 @@ def test_inference_free_splade_is_fastembeds(built: Path, tmp_path: Path) -> Non
                 assert_same_sparse(ours, expected[input_type][i], f"{input_type} {i}")
                 if input_type == "query":  # a lookup: exactly the IDF of each token
                     assert ours["values"] == [idf[token] for token in ours["tokens"]]
+
+
+# --- sparse: miniCOIL --------------------------------------------------------------------------
+MINICOIL_TEXTS = [
+    "the cat sat on the mat.",  # stopwords, punctuation, words of the vocabulary and not
+    "Stars, stars and more stars! The dogs jumped over the sky",  # pieces, repeats, [UNK]
+    "running runs run, RUN",  # one vocabulary word by its stem, four times
+    "9°9 and 9° degrees the°",  # unknown words split on a symbol: parts merged, stopwords out
+    "hello world hello sun and moon",  # unknown words only: BM25's weights by hash
+    "zzz qqq",  # the tokenizer's [UNK] only: nothing left
+    "the a is sky",  # stopwords only (sky is in the vocabulary too: stopwords win)
+    "",
+]
+
+
+def test_minicoil_is_fastembeds(tiny_minicoil: Path, tmp_path: Path) -> None:
+    """Documents (BM25's term frequency on each word's unit meaning) and queries (no term
+    frequency), over FastEmbed's Hub layout of the model (onnx/model.onnx and its files)."""
+    from fastembed import SparseTextEmbedding
+
+    name = "Qdrant/minicoil-v1"
+    source = CATALOGUE[name].source
+    directory = tiny_minicoil
+    reference = SparseTextEmbedding(name, **fastembed_kwargs(directory, tmp_path))
+    described = next(d for d in reference.model._list_supported_models() if d.model == name)
+    assert (source.model_file, list(source.additional_files)) == (
+        described.model_file,
+        described.additional_files,
+    )
+    expected = {
+        "document": list(reference.embed(MINICOIL_TEXTS, batch_size=3)),
+        "query": list(reference.query_embed(MINICOIL_TEXTS)),
+    }
+    assert len(expected["document"][2].indices) == minicoil_models.DIMS  # four runs, one word
+    assert not np.allclose(expected["document"][0].values, expected["query"][0].values)
+    with serving(models=[f"{name}@{directory}"]) as client:
+        for input_type, theirs in expected.items():
+            body = {"inputs": MINICOIL_TEXTS, "model": name, "input_type": input_type}
+            response = client.post("/embed/sparse", json=body)
+            assert response.status_code == 200, response.text
+            for i, ours in enumerate(response.json()["embeddings"]):
+                assert_same_sparse(ours, theirs[i], f"{input_type} {i}")
 
 
 # --- late interaction: ColBERT -----------------------------------------------------------------
