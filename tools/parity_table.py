@@ -47,7 +47,7 @@ def engine(spec: ModelSpec) -> str:
     graph = f"ONNX Runtime, `{spec.source.model_file}`"
     if family == "if_splade":
         return f"{graph} (documents); `idf.json` lookup (queries, no model run)"
-    return f"{graph} + {family} weights" if family in ("bm42",) else graph
+    return f"{graph} + {family} weights" if family in ("bm42", "minicoil") else graph
 
 
 def limits(spec: ModelSpec) -> str:
