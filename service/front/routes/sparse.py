@@ -1,5 +1,5 @@
-"""Routes: POST /embed/sparse (SPLADE, BM25, BM42) and POST /embed/hybrid (named vectors of
-several models in one call)."""
+"""Routes: POST /embed/sparse (SPLADE, BM25, BM42, miniCOIL) and POST /embed/hybrid (named
+vectors of several models in one call)."""
 
 from __future__ import annotations
 
