@@ -1,7 +1,7 @@
 """miniCOIL on /embed/sparse and /embed/hybrid, with the tiny random model of
 tests/minicoil_models.py (tests/test_fastembed_parity.py checks its vectors against FastEmbed):
-each side weighed as its own in one batch and in the result cache, token names, bad requests,
-and directories that cannot load."""
+the catalogue row fetched from a stand-in Hub, each side weighed as its own in one batch and in
+the result cache, token names, bad requests, and directories that cannot load."""
 
 from __future__ import annotations
 
@@ -14,11 +14,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.engine.loading import load_model
 from service.errors import ModelLoadError
 from service.models.catalogue import load_catalogue
 from service.models.kinds import minicoil
+from service.models.store import HubOptions
+from service.settings import Settings
+from tests import minicoil_models
 from tests.conftest import engine_registry, serving
 from tests.envelope import error_of
+from tests.fake_hub import HubState, fake_hub
 
 NAME = "Qdrant/minicoil-v1"
 TEXTS = ["Stars, stars and more stars! The dogs jumped", "red sea", "hello cat", ""]
@@ -36,6 +41,30 @@ def embed(client: TestClient, texts: list[str], input_type: str, **extra: Any) -
     response = client.post("/embed/sparse", json=body)
     assert response.status_code == 200, response.text
     return response.json()["embeddings"]
+
+
+def test_the_catalogue_row_fetches_fastembeds_files_from_the_hub(
+    client: TestClient, tiny_minicoil: Path, tmp_path: Path
+) -> None:
+    """A cold cache filled from a stand-in Hub holding the model as FastEmbed's repository
+    does (onnx/model.onnx, the tokenizer files, stopwords.txt, the word matrices and
+    vocabulary): the catalogue row loads and gives the vectors of the local directory."""
+    state = HubState()
+    state.add_directory(NAME, tiny_minicoil)
+    cache = tmp_path / "cache"
+    with fake_hub(state) as url:
+        model = load_model(
+            load_catalogue()[NAME],
+            Settings(models=[NAME], cache_dir=cache),
+            HubOptions(cache_dir=cache, endpoint=url),
+        )
+    assert len(model.resources.words) == len(minicoil_models.VOCABULARY)
+    for side in ("document", "query"):
+        items = minicoil.prepare_texts(model, TEXTS[:3], side, truncate=True)
+        got = model.process(0, [item for _, item in items])
+        for vector, want in zip(got, embed(client, TEXTS[:3], side), strict=True):
+            assert vector.indices.tolist() == want["indices"]
+            np.testing.assert_allclose(vector.values, want["values"], rtol=1e-6)
 
 
 def test_each_side_is_weighed_as_its_own_in_one_batch_and_in_the_cache(
