@@ -130,14 +130,17 @@ def test_bad_requests_get_a_clear_error(
         ("minicoil.triplet.model.npy", "is missing"),
         ("minicoil.triplet.model.vocab", "is missing"),
         ("shape", "has shape"),
+        ("vocab", "is not a JSON object"),
     ],
 )
-def test_a_directory_without_its_word_matrices_does_not_load(
+def test_a_directory_with_missing_or_malformed_minicoil_files_does_not_load(
     tiny_minicoil: Path, tmp_path: Path, broken: str, message: str
 ) -> None:
     directory = Path(shutil.copytree(tiny_minicoil, tmp_path / "copy"))
     if broken == "shape":
         np.save(directory / minicoil.WEIGHTS_FILE, np.zeros((3, 32, 4), dtype=np.float32))
+    elif broken == "vocab":
+        (directory / minicoil.VOCAB_FILE).write_text('["cat", "dog"]')
     else:
         (directory / broken).unlink()
     with pytest.raises(ModelLoadError, match=message):

@@ -99,8 +99,15 @@ def load_resources(spec: ModelSpec, directory: Path) -> MinicoilResources:
     for name in (WEIGHTS_FILE, VOCAB_FILE):
         if not (directory / name).is_file():
             raise ModelLoadError(f"model {spec.name!r}: {directory / name} is missing")
-    vocab = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
-    words = tuple(str(word) for word in vocab["vocab"])
+    try:
+        vocab = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
+        words = tuple(str(word) for word in vocab["vocab"])
+        stems = {str(stem): str(word) for stem, word in vocab["stem_mapping"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelLoadError(
+            f"model {spec.name!r}: {VOCAB_FILE} is not a JSON object of 'vocab' (a list of "
+            f"words) and 'stem_mapping' (stem to word): {error!r}"
+        ) from error
     weights = np.load(directory / WEIGHTS_FILE, mmap_mode="r")
     if weights.ndim != 3 or weights.shape[0] != len(words) + 1:
         raise ModelLoadError(
@@ -115,7 +122,7 @@ def load_resources(spec: ModelSpec, directory: Path) -> MinicoilResources:
     return MinicoilResources(
         ids={word: i + 1 for i, word in enumerate(words)},
         words=words,
-        stems={str(s): str(w) for s, w in vocab["stem_mapping"].items()},
+        stems=stems,
         weights=weights,
         stopwords=stopwords,
         unwanted=punctuation() | SPECIAL_WORDS | stopwords,
