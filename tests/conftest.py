@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.models.registry import ModelRegistry
 from service.settings import Settings
-from tests import engine_mode, minicoil_models, tiny_models
+from tests import engine_mode, tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
@@ -39,6 +39,8 @@ def tiny_dense(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
 @pytest.fixture(scope="session")
 def tiny_minicoil(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random miniCOIL laid out as FastEmbed's Qdrant/minicoil-v1 (minicoil_models.py)."""
+    from tests import minicoil_models  # torch and transformers: only where a test needs them
+
     return minicoil_models.build(tmp_path_factory.mktemp("tiny-minicoil"))
 
 
