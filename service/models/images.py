@@ -241,12 +241,22 @@ def preprocess(image: Image.Image, config: ImageConfig) -> Pixels:
     array: npt.NDArray[Any] = np.asarray(image).transpose(2, 0, 1)
     if config.crop is not None:
         array = centre_crop(array, *config.crop)
+    return scaled(array, config.rescale, config.mean, config.std)
+
+
+def scaled(
+    array: npt.NDArray[Any],
+    rescale: float | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+) -> Pixels:
+    """(C, H, W) pixels rescaled in float64, then normalised in float32 with mean and std."""
     values: npt.NDArray[Any] = array
-    if config.rescale is not None:
-        values = (array.astype(np.float64) * config.rescale).astype(np.float32)
+    if rescale is not None:
+        values = (array.astype(np.float64) * rescale).astype(np.float32)
     values = values.astype(np.float32, copy=False)
-    if config.mean is not None and config.std is not None:
-        mean = np.asarray(config.mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(config.std, dtype=np.float32)[:, None, None]
-        values = (values - mean) / std
+    if mean is not None and std is not None:
+        mean_array = np.asarray(mean, dtype=np.float32)[:, None, None]
+        std_array = np.asarray(std, dtype=np.float32)[:, None, None]
+        values = (values - mean_array) / std_array
     return np.ascontiguousarray(values, dtype=np.float32)

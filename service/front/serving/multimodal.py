@@ -22,9 +22,14 @@ from service.front.serving.image import (
     read_form,
 )
 from service.front.shared.inputs import QUERIES, check_texts
-from service.models.kinds.multimodal import MultiVectors, prepare_pages, prepare_queries
+from service.models.kinds import colmodernvbert, multimodal
+from service.models.kinds.multimodal import MultiVectors, Sides
 from service.models.loaded import LoadedModel
 from service.settings import Settings
+
+
+# Each multimodal family's request side, by the row's options.family ("": ColPali's).
+FAMILIES: dict[str, Sides] = {"": multimodal.SIDES, "colmodernvbert": colmodernvbert.SIDES}
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,9 @@ async def embed_multimodal(
     assert model.batcher is not None
     batcher = model.batcher
     max_pixels = settings.image_max_pixels
+    sides = FAMILIES[str(model.spec.options.get("family", ""))]
     queries, pages = await asyncio.gather(
-        batcher.submit(lambda: prepare_queries(model, inputs.queries)),
-        batcher.submit(lambda: prepare_pages(model, inputs.images, max_pixels)),
+        batcher.submit(lambda: sides.queries(model, inputs.queries)),
+        batcher.submit(lambda: sides.pages(model, inputs.images, max_pixels)),
     )
     return queries, pages

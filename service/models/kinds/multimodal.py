@@ -16,7 +16,7 @@ the results back in the order the batcher gave.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,6 +149,15 @@ def postprocess(
     return results
 
 
+@dataclass(frozen=True)
+class Sides:
+    """A multimodal family's request side: queries, and page images (with the pixel limit),
+    into the items its batcher takes."""
+
+    queries: Callable[[LoadedModel, Sequence[str]], list[tuple[int, Any]]]
+    pages: Callable[[LoadedModel, Sequence[bytes], int], list[tuple[int, Any]]]
+
+
 def maxsim(queries: Sequence[MultiVectors], pages: Sequence[MultiVectors]) -> list[list[float]]:
     """Late-interaction scores: for each query token its best dot product over a page's
     tokens, summed over the query's tokens; one row per query, one column per page."""
@@ -161,6 +170,7 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
     return [(len(page.ids), page), *prepare_queries(model, ["warm up"])]
 
 
+SIDES = Sides(queries=prepare_queries, pages=prepare_pages)
 HANDLER = KindHandler(
     collate=collate,
     postprocess=postprocess,

@@ -6,6 +6,7 @@ from service.models.catalogue import ModelSpec
 from service.models.kinds import (
     bm25,
     bm42,
+    colmodernvbert,
     dense,
     if_splade,
     image,
@@ -31,6 +32,7 @@ KIND_HANDLERS: dict[str, KindHandler] = {
     "sparse/minicoil": minicoil.HANDLER,
     "image": image.HANDLER,
     "multimodal": multimodal.HANDLER,
+    "multimodal/colmodernvbert": colmodernvbert.HANDLER,
     "m3": m3.HANDLER,
 }
 
