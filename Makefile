@@ -75,8 +75,8 @@ run: models
 # The API tests once more with the models behind an engine socket, as in the multi-process
 # mode (EMBED_WORKERS > 1; tests/engine_mode.py): every route, error, header and metric alike.
 API_TESTS = $(addprefix tests/,test_dense_api.py test_sparse_api.py test_late_api.py \
-  test_rerank_api.py test_image_api.py test_multimodal_api.py test_guard.py test_overload.py \
-  test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py \
+  test_rerank_api.py test_image_api.py test_multimodal_api.py test_colmodernvbert.py test_guard.py \
+  test_overload.py test_json_routes.py test_faults.py test_dense_batching.py test_chunking_api.py \
   test_tei_api.py test_quantize.py test_m3.py test_multivector.py test_result_cache.py \
   test_sparse_minicoil.py)
 

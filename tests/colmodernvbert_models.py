@@ -122,7 +122,7 @@ def graph(vocab_size: int, seed: int = 0) -> Any:
     initializers += [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()]
     initializers.append(numpy_helper.from_array(np.array(0, np.int64), "scalar_zero"))
     initializers.append(numpy_helper.from_array(np.array(0.0, np.float32), "float_zero"))
-    image_id = helper.make_tensor("image_id", TensorProto.INT64, [], [vocab_size_image_id()])
+    image_id = helper.make_tensor("image_id", TensorProto.INT64, [], [image_token_id()])
     node = helper.make_node
     nodes = [
         node("Constant", [], ["image_token"], value=image_id),
@@ -195,7 +195,7 @@ def graph(vocab_size: int, seed: int = 0) -> Any:
     return model
 
 
-def vocab_size_image_id() -> int:
+def image_token_id() -> int:
     return len(vocabulary()) + ADDED.index("<image>")
 
 
@@ -206,7 +206,7 @@ def build(directory: Path, variant: str = "resized", model_file: str = "model_v2
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = write_tokenizer(directory)
-    assert tokenizer.token_to_id("<image>") == vocab_size_image_id()
+    assert tokenizer.token_to_id("<image>") == image_token_id()
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     onnx.save(graph(vocab_size), str(directory / model_file))
     specials = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]"}
@@ -214,7 +214,9 @@ def build(directory: Path, variant: str = "resized", model_file: str = "model_v2
     write_json(directory / "special_tokens_map.json", specials)
     write_json(directory / "tokenizer_config.json", {"model_max_length": 8192, **specials})
     pad_id = tokenizer.token_to_id("[PAD]")
-    write_json(directory / "config.json", {"pad_token_id": pad_id, "vision_config": {"image_size": TILE}})
+    write_json(
+        directory / "config.json", {"pad_token_id": pad_id, "vision_config": {"image_size": TILE}}
+    )
     write_json(directory / "preprocessor_config.json", PREPROCESSOR | VARIANTS[variant])
     write_json(directory / "processor_config.json", {"image_seq_len": IMAGE_SEQ_LEN})
     return directory

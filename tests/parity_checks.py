@@ -56,6 +56,12 @@ CHECKS: dict[str, tuple[str, str]] = {
         "which a tiny model does not export to faithfully: DESIGN.md)",
         "tests/test_multimodal_api.py",
     ),
+    "ColModernVBERT": (
+        f"{ORACLE} a tiny graph with model_v2.onnx's inputs and output (blank tiles dropped, "
+        "tile features spliced at the image tokens): tiles, grids, prompts, masks; transparent "
+        "pages composited on white, as for images",
+        "tests/test_colmodernvbert.py",
+    ),
     "JinaEmbeddingV3": (
         f"{ORACLE} tiny random BERT with a task_id input (queries task 0, documents 1)",
         PARITY,

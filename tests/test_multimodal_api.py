@@ -186,6 +186,8 @@ def test_catalogue_rows_carry_fastembeds_prompt_layout() -> None:
     from service.models.catalogue import load_catalogue
 
     rows = {n: s for n, s in load_catalogue().items() if s.kind == "multimodal"}
+    colmodernvbert = rows.pop("Qdrant/colmodernvbert")  # tests/test_colmodernvbert.py
+    assert colmodernvbert.options["family"] == "colmodernvbert"
     assert sorted(rows) == ["Qdrant/colpali-v1.3-fp16", "vidore/colpali-v1.2"]
     for spec in rows.values():
         assert spec.dim == 128 and spec.query_prefix == "Query: "

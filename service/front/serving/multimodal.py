@@ -27,7 +27,6 @@ from service.models.kinds.multimodal import MultiVectors, Sides
 from service.models.loaded import LoadedModel
 from service.settings import Settings
 
-
 # Each multimodal family's request side, by the row's options.family ("": ColPali's).
 FAMILIES: dict[str, Sides] = {"": multimodal.SIDES, "colmodernvbert": colmodernvbert.SIDES}
 
