@@ -220,3 +220,46 @@ def build(directory: Path, variant: str = "resized", model_file: str = "model_v2
     write_json(directory / "preprocessor_config.json", PREPROCESSOR | VARIANTS[variant])
     write_json(directory / "processor_config.json", {"image_seq_len": IMAGE_SEQ_LEN})
     return directory
+
+
+def real_architecture() -> Any:
+    """A tiny random ColModernVBERT of transformers' own (SigLIP tiles of TILE pixels in
+    patches of 4, pixel shuffle 2: IMAGE_SEQ_LEN tokens a tile; ModernBERT; 128-d output)
+    over this module's vocabulary, for checks of the batch layout in PyTorch."""
+    import torch
+    from transformers import ColModernVBertConfig, ColModernVBertForRetrieval, ModernVBertConfig
+
+    ids = vocabulary()
+    vocab_size = len(ids) + len(ADDED)
+    text = {
+        "model_type": "modernbert",
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 512,
+        "pad_token_id": ids["[PAD]"],
+        "cls_token_id": ids["[CLS]"],
+        "sep_token_id": ids["[SEP]"],
+        "bos_token_id": ids["[CLS]"],
+        "eos_token_id": ids["[SEP]"],
+    }
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": TILE,
+        "patch_size": 4,
+    }
+    vlm = ModernVBertConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=image_token_id(),
+        pixel_shuffle_factor=2,
+    )
+    torch.manual_seed(0)
+    config = ColModernVBertConfig(vlm_config=vlm, embedding_dim=DIM)
+    return ColModernVBertForRetrieval(config).eval()

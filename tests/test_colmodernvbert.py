@@ -271,3 +271,51 @@ def test_bad_input_gets_a_clear_4xx(built: dict[str, Path], resized: TestClient)
         assert response.status_code == 413, response.text
         message = response.json()["error"]["message"]
         assert message.startswith("image 0 makes 2395 tiles"), message
+
+
+def test_the_batch_layout_holds_for_transformers_colmodernvbert(resized: TestClient) -> None:
+    """The assumption behind collate, on the real architecture (a tiny random
+    ColModernVBertForRetrieval in PyTorch): one batch as the service sends it (queries between
+    pages, every page's tiles in one (1, tiles) row, rows padded on the right) gives each
+    input the vectors it gets as FastEmbed sends it (pages padded to (pages, most tiles) with
+    blank tiles; a query alone, without pixels)."""
+    import torch
+
+    reference = cm.real_architecture()
+    model = engine_registry(resized.app).get(NAME, ("multimodal",))
+    images = samples()
+    pages = colmodernvbert.prepare_pages(
+        model, [images["grey_7x301"], images["webp_64x99"], images["rgb_37x53"]], 10**7
+    )
+    queries = colmodernvbert.prepare_queries(model, QUERIES[:2])
+    batch = [queries[0][1], pages[0][1], pages[1][1], queries[1][1], pages[2][1]]
+    feeds = colmodernvbert.collate(model, batch)
+    assert feeds["pixel_values"].shape == (1, 4 + 7 + 10, 3, cm.TILE, cm.TILE)
+
+    def run(ids: Any, mask: Any, pixels: Any = None) -> np.ndarray:
+        with torch.no_grad():
+            inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+            if pixels is not None:
+                inputs["pixel_values"] = torch.from_numpy(pixels)
+            return np.asarray(reference(**inputs).embeddings.numpy())
+
+    ours = run(feeds["input_ids"], feeds["attention_mask"], feeds["pixel_values"])
+    rows = colmodernvbert.postprocess(model, [ours], feeds, batch)
+    page_items = [item for item in batch if item.tiles is not None]
+    most = max(len(item.tiles) for item in page_items if item.tiles is not None)
+    width = max(len(item.ids) for item in page_items)
+    ids = np.full((3, width), model.encoder.pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    pixels = np.zeros((3, most, 3, cm.TILE, cm.TILE), dtype=np.float32)
+    for row, item in enumerate(page_items):
+        assert item.tiles is not None
+        ids[row, : len(item.ids)], mask[row, : len(item.ids)] = item.ids, 1
+        pixels[row, : len(item.tiles)] = item.tiles
+    fastembed_pages = run(ids, mask, pixels)
+    expected = {id(item): fastembed_pages[i, : len(item.ids)] for i, item in enumerate(page_items)}
+    for item in batch:
+        if item.tiles is None:
+            alone = item.ids[None]
+            expected[id(item)] = run(alone, np.ones_like(alone))[0]
+    for item, got in zip(batch, rows, strict=True):
+        np.testing.assert_allclose(got, expected[id(item)], atol=1e-5)
