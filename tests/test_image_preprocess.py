@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from service.models.images import decode_image, image_config_from_dict, preprocess
+from service.models.images import decode_image, image_config_from_dict, preprocess, scaled
 from tests import image_models
 
 CONFIGS = {
@@ -178,3 +178,28 @@ def test_mutated_files_give_client_errors_only() -> None:
             assert error.status in (400, 413)
             outcomes["refused"] += 1
     assert outcomes["decoded"] > 0 and outcomes["refused"] > 0
+
+
+@pytest.mark.parametrize(
+    ("rescale", "mean", "std"),
+    [
+        (1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        (1 / 255, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+        (1 / 255, None, None),
+        (None, (0.1, 0.2, 0.3), (0.3, 0.2, 0.1)),
+    ],
+)
+def test_scaling_8_bit_pixels_by_table_gives_the_arithmetics_bits(
+    rescale: float | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+) -> None:
+    hwc = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    chw = hwc.transpose(2, 0, 1)  # a strided view, as the tiles are
+    expected = chw.astype(np.float64) * rescale if rescale is not None else chw
+    expected = expected.astype(np.float32)
+    if mean is not None and std is not None:
+        m = np.asarray(mean, dtype=np.float32)[:, None, None]
+        s = np.asarray(std, dtype=np.float32)[:, None, None]
+        expected = (expected - m) / s
+    got = scaled(chw, rescale, mean, std)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
