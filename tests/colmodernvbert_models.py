@@ -31,6 +31,7 @@ DIM = 128
 TILE = 16  # max_image_size.longest_edge, and the vision tower's image_size
 BLOCKS = 2  # blocks per tile edge: IMAGE_SEQ_LEN = BLOCKS ** 2 image tokens per tile
 IMAGE_SEQ_LEN = BLOCKS * BLOCKS
+PATCH = 4  # the vision tower's patch edge (real_architecture's): 16 patches a tile
 LONGEST_EDGE = 3 * TILE  # size.longest_edge: up to 3 x 3 tiles
 POSITIONS = 8192  # the row's max_length: the service warms up to it
 GRID_MARKERS = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
@@ -214,9 +215,8 @@ def build(directory: Path, variant: str = "resized", model_file: str = "model_v2
     write_json(directory / "special_tokens_map.json", specials)
     write_json(directory / "tokenizer_config.json", {"model_max_length": 8192, **specials})
     pad_id = tokenizer.token_to_id("[PAD]")
-    write_json(
-        directory / "config.json", {"pad_token_id": pad_id, "vision_config": {"image_size": TILE}}
-    )
+    vision = {"image_size": TILE, "patch_size": PATCH}
+    write_json(directory / "config.json", {"pad_token_id": pad_id, "vision_config": vision})
     write_json(directory / "preprocessor_config.json", PREPROCESSOR | VARIANTS[variant])
     write_json(directory / "processor_config.json", {"image_seq_len": IMAGE_SEQ_LEN})
     return directory
@@ -252,7 +252,7 @@ def real_architecture() -> Any:
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "image_size": TILE,
-        "patch_size": 4,
+        "patch_size": PATCH,
     }
     vlm = ModernVBertConfig(
         text_config=text,

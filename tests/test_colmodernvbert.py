@@ -229,6 +229,13 @@ def test_one_batch_of_interleaved_queries_and_pages_of_different_grids(
         (alone,) = model.process(0, [item])
         assert_same(ours, alone, "in a batch against alone")
     assert {len(item.tiles) for item in batch if item.tiles is not None} == {4, 7, 10}
+    # a page costs the batcher its tokens and its tiles' vision patches (16 a tile here)
+    patches = (cm.TILE // cm.PATCH) ** 2
+    assert [cost for cost, _ in pages] == [
+        len(i.ids) + patches * n
+        for i, n in zip([item for _, item in pages], (4, 7, 10), strict=True)
+    ]
+    assert [cost for cost, _ in queries] == [len(item.ids) for _, item in queries]
 
 
 def test_page_prompt_layout(resized: TestClient) -> None:

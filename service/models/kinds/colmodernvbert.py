@@ -17,6 +17,11 @@ drops blank (all-zero) tiles, so the tiles of a batch travel as one row, (1, til
 in the order of the pages that own them, and a batch of queries only gets one blank tile (as
 FastEmbed sends with text). Rows are padded on the right: a token keeps its position whatever
 the batch, so each input's vectors do not depend on its companions.
+
+A page costs the batcher its tokens plus its tiles' vision patches ((image_size / patch_size)²
+a tile, 1,024 for the real model): the vision tower's work and memory grow with the tiles, so
+under the default 8,192-token budget a page of 17 tiles is a batch of its own (FastEmbed
+embeds two pages a batch by default, for the same reason).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Prompting:
     image_seq_len: int  # image tokens per tile (processor_config.json)
     image_token_id: int
     blank_size: int  # the edge of the blank tile a batch without pages gets
+    tile_cost: int  # what a tile adds to a page's cost in the batcher: its vision patches
     visual_prompt: str
     query_suffix: str
     # A page's token ids by its grid (rows, cols), made on first use (a race makes one twice).
@@ -87,13 +93,18 @@ def load_resources(spec: ModelSpec, directory: Path) -> Prompting:
     if image_token_id is None:
         raise ModelLoadError(f"{directory}: the tokenizer has no {IMAGE} token")
     tiling = load_tiling_config(directory)
-    vision = _json(directory / "config.json") if (directory / "config.json").is_file() else {}
+    config = _json(directory / "config.json") if (directory / "config.json").is_file() else {}
+    vision = config.get("vision_config", {})
+    image_seq_len = int(_json(directory / "processor_config.json").get("image_seq_len", 64))
+    size = int(vision.get("image_size", tiling.tile))
+    patch = vision.get("patch_size")
     return Prompting(
         tokenizer=tokenizer,
         tiling=tiling,
-        image_seq_len=int(_json(directory / "processor_config.json").get("image_seq_len", 64)),
+        image_seq_len=image_seq_len,
         image_token_id=int(image_token_id),
-        blank_size=int(vision.get("vision_config", {}).get("image_size", tiling.tile)),
+        blank_size=size,
+        tile_cost=(size // int(patch)) ** 2 if patch else image_seq_len,
         visual_prompt=str(spec.options.get("image_prompt", VISUAL_PROMPT)),
         query_suffix=str(spec.options.get("query_suffix", QUERY_SUFFIX)),
     )
@@ -154,7 +165,12 @@ def prepare_pages(
     model: LoadedModel, images: Sequence[bytes], max_pixels: int
 ) -> list[tuple[int, Item]]:
     items = [page_item(model, data, i, max_pixels) for i, data in enumerate(images)]
-    return [(len(item.ids), item) for item in items]
+    return [(page_cost(model, item), item) for item in items]
+
+
+def page_cost(model: LoadedModel, item: Item) -> int:
+    tiles = 0 if item.tiles is None else len(item.tiles)
+    return len(item.ids) + tiles * prompting(model).tile_cost
 
 
 def collate(model: LoadedModel, payloads: Sequence[Item]) -> Feeds:
@@ -187,7 +203,7 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
     """A one-tile page (grey, not blank: the graph drops blank tiles) and a query."""
     tile = prompting(model).tiling.tile
     page = Item(page_ids(model, 0, 0), np.full((1, 3, tile, tile), 0.5, dtype=np.float32))
-    return [(len(page.ids), page), *prepare_queries(model, ["warm up"])]
+    return [(page_cost(model, page), page), *prepare_queries(model, ["warm up"])]
 
 
 SIDES = Sides(queries=prepare_queries, pages=prepare_pages)
