@@ -134,6 +134,12 @@ recall: models
 multivector: models
 	$(BIN)/python -m bench.multivector
 
+# What preparing a ColModernVBERT page (Idefics3 tiles) costs against FastEmbed's processor
+# (bench/tiles.py): about a minute on 2 cores
+.PHONY: tiles
+tiles: install
+	$(BIN)/python -m bench.tiles
+
 # Soak: a bounded load of mixed routes on loopback against the real service; writes a report
 # (requests, errors, p50/p99, RSS) to bench-results/soak.json. `make soak SOAK_SECONDS=120`.
 SOAK_SECONDS ?= 600
