@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     0.5-1 s on one core of this project's shared 2-core machine. Smaller budgets cost little
     throughput (bulk batches are pipelined, and a call's fixed cost is about 8 tokens).
     On CUDA bulk batches take the GPU budget (they take milliseconds)."""
+    bulk_preempt: bool = True
+    """A live batch stops the bulk batch running on its worker (ONNX Runtime ends the run at
+    its next node) and that batch's inputs run again later, so a live request hardly waits
+    for bulk work (docs/batch.md). The stopped batch's work is lost: a job runs slower while
+    live requests come. On CPU only."""
 
     # --- limits ----------------------------------------------------------------------------
     max_inputs_per_request: int = Field(2048, ge=1)

@@ -18,10 +18,13 @@ Two priority classes: live requests, and bulk work (batch jobs, service/engine/p
 in a queue of its own. A bulk batch is formed only when no live item waits, within
 ``bulk_max_tokens``. It is pipelined like any batch (formed while the one before it runs),
 but a live batch takes its place: a bulk batch formed and not yet started is pulled back to
-the bulk queue when a live batch is dispatched to its worker. So a live request waits at
-most for the one bulk batch already running, which ``bulk_max_tokens`` keeps short. With
-solo, bulk batches run on the single-thread sessions side by side (throughput), never on
-worker 0.
+the bulk queue when a live batch is dispatched to its worker. The bulk batch already running
+there is stopped (``bulk_preempt``, service/engine/preemption.py: ONNX Runtime ends the run
+at its next node) and its items go back to the front of the bulk queue; a run that ends
+before the stop lands keeps its results. So a live request waits for bulk work only as long
+as a stop takes to land (without preemption: for the running bulk batch, which
+``bulk_max_tokens`` keeps short). With solo, bulk batches run on the single-thread sessions
+side by side (throughput), never on worker 0.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.engine import preemption
 from service.engine.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting
 from service.engine.priority import is_bulk
 from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable, timed_out
@@ -60,6 +64,7 @@ class BatchConfig:
     overhead_tokens: float = OVERHEAD_TOKENS
     pipeline_depth: int = 2  # batches handed to one worker at a time: running + formed
     bulk_max_tokens: int | None = None  # a bulk batch's token budget (None: max_tokens)
+    bulk_preempt: bool = True  # a live batch stops the bulk batch running on its worker
 
 
 class BatchObserver(Protocol):
@@ -139,6 +144,7 @@ class _Dispatch:
     future: asyncio.Future[tuple[list[_Item], Sequence[Any], float]] | None = None
     watchdog: asyncio.TimerHandle | None = None
     bulk: bool = False
+    stop: preemption.Stop | None = None  # a bulk batch that a live batch may stop
     started: bool = False  # its thread has taken it up
     pulled: bool = False  # given back to the bulk queue before it started
     _state: threading.Lock = field(default_factory=threading.Lock)
@@ -203,6 +209,7 @@ class Batcher:
         self._inflight: set[asyncio.Future[Any]] = set()
         self.batches_run = 0
         self.solo_batches = 0  # batches that ran on worker 0 alone (with solo)
+        self.bulk_stopped = 0  # bulk batches stopped for a live batch, their items requeued
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -458,11 +465,26 @@ class Batcher:
                 self._dispatched[worker].remove(waiting)
                 self._bulk.extendleft(reversed(waiting.batch))
 
+    def _stop_bulk(self, worker: int) -> None:
+        """A live batch goes to `worker`: stop the bulk batch running there (its items come
+        back through _requeue; if it ends first, its results stand)."""
+        for running in self._dispatched[worker]:
+            if running.stop is not None:
+                running.stop.request()
+
+    def _requeue(self, dispatch: _Dispatch) -> None:
+        """A stopped bulk batch: its items (those still wanted) back to the bulk queue's front."""
+        self.bulk_stopped += 1
+        self._bulk.extendleft(reversed([item for item in dispatch.batch if not item.gone]))
+
     def _dispatch(self, worker: int, batch: list[_Item], bulk: bool = False) -> None:
         loop = asyncio.get_running_loop()
         if not bulk:
             self._pull_back(worker)
-        dispatch = _Dispatch(worker, batch, bulk=bulk)
+            if self.config.bulk_preempt:
+                self._stop_bulk(worker)
+        stop = preemption.Stop() if bulk and self.config.bulk_preempt else None
+        dispatch = _Dispatch(worker, batch, bulk=bulk, stop=stop)
         future = loop.run_in_executor(self._executors[worker], self._run, loop, dispatch)
         dispatch.future = future
         self._dispatched[worker].append(dispatch)
@@ -474,9 +496,13 @@ class Batcher:
                 return
             if dispatch.watchdog is not None:
                 dispatch.watchdog.cancel()
+            error = done.exception()
+            if isinstance(error, preemption.Interrupted):
+                self._requeue(dispatch)  # before the release, which wakes the loop for it
             self._release(dispatch)
             self.batches_run += 1
-            error = done.exception()
+            if isinstance(error, preemption.Interrupted):
+                return
             if error is not None:
                 self._fail(batch, error)
                 return
@@ -561,7 +587,8 @@ class Batcher:
         if not live:
             return live, [], 0.0
         started = time.perf_counter()
-        results = self._process(dispatch.worker, [item.payload for item in live])
+        with preemption.running(dispatch.stop):
+            results = self._process(dispatch.worker, [item.payload for item in live])
         if len(results) != len(live):
             raise RuntimeError(f"batch of {len(live)} gave {len(results)} results")
         return live, results, time.perf_counter() - started

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.engine import preemption
 from service.errors import ModelLoadError
 
 OPTIMIZATION_LEVELS: dict[str, Callable[[Any], Any]] = {
@@ -124,10 +125,35 @@ class OnnxRunner:
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 
     def run(self, feeds: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
-        """Run the graph on the feeds it declares as inputs (extra feeds are ignored)."""
+        """Run the graph on the feeds it declares as inputs (extra feeds are ignored). In a
+        batch that can be stopped (preemption.current()), a requested stop ends the run at
+        ONNX Runtime's next node with preemption.Interrupted."""
         missing = [name for name in self.input_names if name not in feeds]
         if missing:
             raise ValueError(f"graph inputs without a feed: {missing}")
         used = {name: feeds[name] for name in self.input_names}
-        outputs: Sequence[npt.NDArray[Any]] = self.session.run(None, used)
+        stop = preemption.current()
+        if stop is None:
+            outputs: Sequence[npt.NDArray[Any]] = self.session.run(None, used)
+        else:
+            outputs = self._run_stoppable(used, stop)
         return [np.asarray(output) for output in outputs]
+
+    def _run_stoppable(
+        self, feeds: Mapping[str, npt.NDArray[Any]], stop: preemption.Stop
+    ) -> Sequence[npt.NDArray[Any]]:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()  # its own: a terminate flag stays set on the options
+
+        def terminate() -> None:
+            options.terminate = True
+
+        with stop.armed(terminate):
+            try:
+                outputs: Sequence[npt.NDArray[Any]] = self.session.run(None, feeds, options)
+            except Exception:
+                if stop.requested:  # ONNX Runtime's "Exiting due to terminate flag"
+                    raise preemption.Interrupted from None
+                raise
+        return outputs

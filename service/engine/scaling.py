@@ -127,6 +127,7 @@ def batch_config(settings: Settings, provider: str, kind: str = "dense") -> Batc
             settings.gpu_batch_overhead_tokens if on_gpu else settings.batch_overhead_tokens
         ),
         bulk_max_tokens=None if on_gpu else settings.bulk_max_batch_tokens,
+        bulk_preempt=settings.bulk_preempt and provider != CUDA,
     )
 
 

@@ -1,0 +1,74 @@
+"""Stopping a running bulk batch when live work arrives for its worker (docs/batch.md).
+
+The batcher gives each bulk batch a ``Stop``. The worker's thread makes it current while the
+batch runs (``running``); the graph's runner arms it for its run (ONNX Runtime: the run's
+``RunOptions.terminate``, checked before each node). ``Stop.request()``, from the event
+loop, ends the run early: the runner raises ``Interrupted`` and the batcher puts the batch's
+items back at the front of the bulk queue. A run that ends before the request lands (or a
+runner that cannot be stopped) returns its results as usual, so each item gets exactly one
+result either way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+
+class Interrupted(Exception):
+    """A run ended early because its Stop was requested: its items run again later."""
+
+
+class Stop:
+    """Thread-safe: requested from the event loop, armed by the worker's runner."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requested = False
+        self._hook: Callable[[], None] | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    def request(self) -> None:
+        """Stop the run in progress (if any) and any run still to be armed with this Stop."""
+        with self._lock:
+            self._requested = True
+            hook = self._hook
+        if hook is not None:
+            hook()
+
+    @contextmanager
+    def armed(self, hook: Callable[[], None]) -> Iterator[None]:
+        """While a run is in progress: `hook` stops it (called at once if already requested)."""
+        with self._lock:
+            self._hook = hook
+            requested = self._requested
+        if requested:
+            hook()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hook = None
+
+
+_CURRENT: ContextVar[Stop | None] = ContextVar("embed_run_stop", default=None)
+
+
+def current() -> Stop | None:
+    """The Stop of the batch this thread is running (None: a batch that is never stopped)."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def running(stop: Stop | None) -> Iterator[None]:
+    """In a worker's thread, around one batch: its runs can be stopped through `stop`."""
+    token = _CURRENT.set(stop)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
