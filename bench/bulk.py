@@ -6,10 +6,13 @@ with `python -m bench.bulk`.
   large batch job runs;
 - bulk: a batch job's passages per second, from its creation until its output is written,
   as a ratio to the in-process ceiling (the best of tokenizers + ONNX Runtime with
-  length-sorted batches; target 0.9).
+  length-sorted batches; target 0.9);
+- live during a job with the defaults (the running bulk batch stopped for live work, and
+  a smaller bulk budget while it comes) and as before (neither; a second server), each with
+  the job's rate meanwhile: the latency bought against the throughput it costs.
 
 Environment: BENCH_LIVE_RATE (requests/s, default 5), BENCH_LIVE_S (default 20),
-BENCH_PER_LINE (passages per job line, default 1 and 16).
+BENCH_PER_LINE (passages per job line, default 1 and 16), BENCH_BUSY_ALL.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ RATE = float(os.environ.get("BENCH_LIVE_RATE", "5"))
 LIVE_S = float(os.environ.get("BENCH_LIVE_S", "20"))
 PER_LINE = [int(n) for n in os.environ.get("BENCH_PER_LINE", "1,16").split(",")]
 THREADS = int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1)))
+# Live latency during a job is also measured with these settings (a server each), against
+# the defaults: bulk batches stopped for live work, with a smaller budget while it comes.
+# BENCH_BUSY_ALL=1 adds each of the two alone.
+NO_STOP = {"EMBED_BULK_PREEMPT": "false"}
+ONE_BUDGET = {"EMBED_BULK_LIVE_MAX_BATCH_TOKENS": "2048"}
+BUSY_VARIANTS = [("as before: no stop, one budget", {**NO_STOP, **ONE_BUDGET})]
+if os.environ.get("BENCH_BUSY_ALL") == "1":
+    BUSY_VARIANTS += [("stop only", ONE_BUDGET), ("smaller budget only", NO_STOP)]
 
 
 async def _live(
@@ -140,26 +151,41 @@ def bulk_lines(name: str, passages: list[str], queries: list[str], best: float) 
                     f"{rate:.1f} passages/s",
                     f"{rate / best:.2f} of the ceiling",
                 )
-            # a job big enough to outlast the live run
-            big = passages * (int(3 * best * (LIVE_S + 10) / len(passages)) + 1)
-            batch_id = start_job(url, name, big, max(PER_LINE))
-            while job_status(url, batch_id)["status"] != "in_progress":
-                time.sleep(0.05)
-            time.sleep(1.0)
-            busy = live(url, name, queries)
-            still = job_status(url, batch_id)
-            httpx.post(f"{url}/v1/batches/{batch_id}/cancel")
-            if still["status"] != "in_progress":
-                say("(the job ended before the live run did: make it bigger)")
-            progress = still["progress"]
-            assert isinstance(progress, dict)
-            row(
-                "live, during a job",
-                f"p50 {busy[0]:.1f} ms",
-                f"p99 {busy[1]:.1f} ms",
-                f"(job {still['status']}, {progress['lines_per_second']} lines/s)",
-            )
+            busy_line(url, name, passages, queries, best, "default settings")
+        for label, overrides in BUSY_VARIANTS:
+            with served.server({**env, **overrides}) as (url, _):
+                busy_line(url, name, passages, queries, best, label)
     cache_line(name, passages, best)
+
+
+def busy_line(
+    url: str, model: str, passages: list[str], queries: list[str], best: float, label: str
+) -> None:
+    """Live latency while a job runs, and the job's passages/s during the live run."""
+    per_line = max(PER_LINE)
+    # a job big enough to outlast the live run
+    big = passages * (int(3 * best * (LIVE_S + 10) / len(passages)) + 1)
+    batch_id = start_job(url, model, big, per_line)
+    while job_status(url, batch_id)["status"] != "in_progress":
+        time.sleep(0.05)
+    time.sleep(1.0)
+    before = job_status(url, batch_id)
+    began = time.perf_counter()
+    busy = live(url, model, queries)
+    still = job_status(url, batch_id)
+    seconds = time.perf_counter() - began
+    httpx.post(f"{url}/v1/batches/{batch_id}/cancel")
+    if still["status"] != "in_progress":
+        say("(the job ended before the live run did: make it bigger)")
+    first, last = before["request_counts"], still["request_counts"]
+    assert isinstance(first, dict) and isinstance(last, dict)
+    rate = (last["completed"] - first["completed"]) * per_line / seconds
+    row(
+        f"live, during a job ({label})",
+        f"p50 {busy[0]:.1f} ms",
+        f"p99 {busy[1]:.1f} ms",
+        f"(job {rate:.1f} passages/s meanwhile, {rate / best:.2f} of the ceiling)",
+    )
 
 
 def cache_line(name: str, passages: list[str], best: float) -> None:

@@ -73,6 +73,21 @@ async def test_bulk_batches_keep_to_their_token_budget() -> None:
     assert [len(batch) for batch in recorder.batches] == [4, 4]  # 4 items of 2 tokens
 
 
+async def test_bulk_batches_take_the_smaller_budget_while_live_work_comes() -> None:
+    recorder = Recorder()
+    config = {"max_items": 32, "bulk_max_tokens": 8, "bulk_live_max_tokens": 4}
+    batcher = await started(recorder, **config, live_recent_s=3600)  # live: recent for an hour
+    quiet = await started(recorder, **config, live_recent_s=0)  # live: never recent
+    try:
+        for each in (batcher, quiet):
+            assert await each.submit(lambda: items(7)) == [14]
+            assert await bulk(each, *range(10, 18)) == [2 * n for n in range(10, 18)]
+    finally:
+        await batcher.stop()
+        await quiet.stop()
+    assert [len(batch) for batch in recorder.batches] == [1, 2, 2, 2, 2, 1, 4, 4]
+
+
 async def test_solo_bulk_runs_on_the_narrow_workers_side_by_side() -> None:
     cores = Cores()
     batcher = await solo_batcher(cores, max_items=2, max_wait_s=0)
@@ -103,8 +118,10 @@ async def test_a_full_bulk_queue_refuses_bulk_but_not_live_requests() -> None:
         await batcher.stop()
 
 
-def test_the_bulk_budget_applies_on_cpu_only() -> None:
-    settings = Settings(bulk_max_batch_tokens=1000)
-    assert batch_config(settings, "CPUExecutionProvider").bulk_max_tokens == 1000
-    assert batch_config(settings, "CUDAExecutionProvider").bulk_max_tokens is None
-    assert BatchConfig().bulk_max_tokens is None
+def test_the_bulk_budgets_apply_on_cpu_only() -> None:
+    settings = Settings(bulk_max_batch_tokens=1000, bulk_live_max_batch_tokens=100)
+    cpu = batch_config(settings, "CPUExecutionProvider")
+    assert (cpu.bulk_max_tokens, cpu.bulk_live_max_tokens) == (1000, 100)
+    cuda = batch_config(settings, "CUDAExecutionProvider")
+    assert cuda.bulk_max_tokens is None and cuda.bulk_live_max_tokens is None
+    assert BatchConfig().bulk_max_tokens is None and BatchConfig().bulk_live_max_tokens is None

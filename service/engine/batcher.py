@@ -65,6 +65,9 @@ class BatchConfig:
     pipeline_depth: int = 2  # batches handed to one worker at a time: running + formed
     bulk_max_tokens: int | None = None  # a bulk batch's token budget (None: max_tokens)
     bulk_preempt: bool = True  # a live batch stops the bulk batch running on its worker
+    # a bulk batch's budget while live work comes (a live batch in the last live_recent_s)
+    bulk_live_max_tokens: int | None = None
+    live_recent_s: float = 1.0
 
 
 class BatchObserver(Protocol):
@@ -210,6 +213,7 @@ class Batcher:
         self.batches_run = 0
         self.solo_batches = 0  # batches that ran on worker 0 alone (with solo)
         self.bulk_stopped = 0  # bulk batches stopped for a live batch, their items requeued
+        self._last_live = -math.inf  # when the last live batch was dispatched
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -408,8 +412,7 @@ class Batcher:
             if not self._queue:
                 worker = self._bulk_worker() if self._bulk else None
                 if worker is not None:
-                    bulk_tokens = config.bulk_max_tokens or config.max_tokens
-                    return self._take(self._bulk, min(bulk_tokens, config.max_tokens)), worker
+                    return self._take(self._bulk, self._bulk_budget()), worker
                 self._wakeup.clear()  # set by a new item, and by a worker coming free
                 await self._wakeup.wait()
                 continue
@@ -431,6 +434,16 @@ class Batcher:
             except TimeoutError:
                 break
         return self._take(self._queue, config.max_tokens), None
+
+    def _bulk_budget(self) -> int:
+        """A bulk batch's token budget: smaller while live batches come, so that a live
+        batch waits for (or stops, wasting) less bulk work."""
+        config = self.config
+        budget = min(config.bulk_max_tokens or config.max_tokens, config.max_tokens)
+        live_recently = time.perf_counter() - self._last_live < config.live_recent_s
+        if live_recently and config.bulk_live_max_tokens is not None:
+            return min(budget, config.bulk_live_max_tokens)
+        return budget
 
     def _take(self, queue: deque[_Item], max_tokens: int) -> list[_Item]:
         """Form a batch from `queue` and take its items out."""
@@ -480,6 +493,7 @@ class Batcher:
     def _dispatch(self, worker: int, batch: list[_Item], bulk: bool = False) -> None:
         loop = asyncio.get_running_loop()
         if not bulk:
+            self._last_live = time.perf_counter()
             self._pull_back(worker)
             if self.config.bulk_preempt:
                 self._stop_bulk(worker)

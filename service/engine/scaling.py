@@ -128,6 +128,7 @@ def batch_config(settings: Settings, provider: str, kind: str = "dense") -> Batc
         ),
         bulk_max_tokens=None if on_gpu else settings.bulk_max_batch_tokens,
         bulk_preempt=settings.bulk_preempt and provider != CUDA,
+        bulk_live_max_tokens=None if on_gpu else settings.bulk_live_max_batch_tokens,
     )
 
 
