@@ -37,7 +37,7 @@ class Stoppable:
         self.entered = threading.Event()  # a bulk batch is holding
         self.stop_landed = threading.Event()
         self.release = threading.Event()  # lets a finish_anyway batch end
-        self.hold = True  # only the first bulk batch holds
+        self.hold = False  # set: the next bulk batch holds
 
     def __call__(self, worker: int, payloads: Sequence[Any]) -> list[Any]:
         self.attempts.append(list(payloads))
@@ -55,8 +55,15 @@ class Stoppable:
 
 
 async def one_worker(process: Stoppable, **config: Any) -> Batcher:
-    batcher = Batcher("m", process, config=BatchConfig(max_wait_s=0, **config))
+    """A batcher that has run one bulk batch (the payload 0) to the end, so that it knows how
+    long bulk batches take; by default it stops any bulk batch (within: 1e9 of its run)."""
+    settings: dict[str, Any] = {"max_wait_s": 0, "bulk_stop_within": 1e9, **config}
+    batcher = Batcher("m", process, config=BatchConfig(**settings))
     batcher.start()
+    assert await bulk(batcher, 0) == [0]
+    process.attempts.clear()
+    process.completed.clear()
+    process.hold = True
     return batcher
 
 
@@ -113,6 +120,52 @@ async def test_without_preemption_a_live_batch_waits_for_the_bulk_batch() -> Non
         await batcher.stop()
     assert recorder.batches == [[1, 2, 3], [7]] and stops == [None, None]
     assert batcher.bulk_stopped == 0
+
+
+async def test_nothing_is_stopped_before_a_bulk_batch_has_run_to_the_end() -> None:
+    process = Stoppable(finish_anyway=True)
+    process.hold = True
+    batcher = Batcher("m", process, config=BatchConfig(max_wait_s=0, bulk_stop_within=1e9))
+    batcher.start()
+    try:
+        job = asyncio.create_task(bulk(batcher, 1, 2, 3))
+        await asyncio.to_thread(process.entered.wait, 5)
+        live = asyncio.create_task(batcher.submit(lambda: items(7)))
+        await asyncio.sleep(0.02)  # the live batch formed behind it (more time: the same)
+        assert not process.stop_landed.is_set()
+        process.release.set()
+        process.stop_landed.set()  # let the held batch end
+        assert await asyncio.gather(job, live) == [[2, 4, 6], [14]]
+    finally:
+        await batcher.stop()
+    assert process.completed == [[1, 2, 3], [7]] and batcher.bulk_stopped == 0
+
+
+async def test_a_bulk_batch_past_its_stop_window_runs_to_the_end() -> None:
+    process = Stoppable(finish_anyway=True)
+    batcher = await one_worker(process, bulk_stop_within=0)
+    try:
+        job = asyncio.create_task(bulk(batcher, 1, 2, 3))
+        await asyncio.to_thread(process.entered.wait, 5)
+        live = asyncio.create_task(batcher.submit(lambda: items(7)))
+        await asyncio.sleep(0.02)
+        assert not process.stop_landed.is_set()
+        process.release.set()
+        process.stop_landed.set()
+        assert await asyncio.gather(job, live) == [[2, 4, 6], [14]]
+    finally:
+        await batcher.stop()
+    assert process.completed == [[1, 2, 3], [7]] and batcher.bulk_stopped == 0
+
+
+def test_the_stop_window_follows_the_bulk_batches_that_ran() -> None:
+    policy = preemption.StopPolicy(within=0.5)
+    assert not policy.worth_stopping(100, 0.0)  # nothing known yet
+    policy.ran(100, 1.0)  # 0.01 s a token: a batch of 100 is expected to take 1 s
+    assert policy.worth_stopping(100, 0.49) and not policy.worth_stopping(100, 0.51)
+    policy.ran(100, 2.0)  # the average moves a fifth of the way: 0.012 s a token
+    assert policy.seconds_per_token == pytest.approx(0.012)
+    assert policy.worth_stopping(100, 0.59) and not policy.worth_stopping(100, 0.61)
 
 
 async def test_a_stopped_batch_drops_the_inputs_whose_callers_left() -> None:

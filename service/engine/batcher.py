@@ -65,6 +65,7 @@ class BatchConfig:
     pipeline_depth: int = 2  # batches handed to one worker at a time: running + formed
     bulk_max_tokens: int | None = None  # a bulk batch's token budget (None: max_tokens)
     bulk_preempt: bool = True  # a live batch stops the bulk batch running on its worker
+    bulk_stop_within: float = 0.5  # ... in this first part of its expected run only
     # a bulk batch's budget while live work comes (a live batch in the last live_recent_s)
     bulk_live_max_tokens: int | None = None
     live_recent_s: float = 1.0
@@ -149,6 +150,7 @@ class _Dispatch:
     bulk: bool = False
     stop: preemption.Stop | None = None  # a bulk batch that a live batch may stop
     started: bool = False  # its thread has taken it up
+    began: float = 0.0  # when it started running (stamped in its thread)
     pulled: bool = False  # given back to the bulk queue before it started
     _state: threading.Lock = field(default_factory=threading.Lock)
 
@@ -171,6 +173,10 @@ class _Dispatch:
     @property
     def pullable(self) -> bool:
         return self.bulk and not self.started
+
+    @property
+    def tokens(self) -> int:
+        return max((item.length for item in self.batch), default=0) * len(self.batch)
 
 
 def request_timings(request: _Request) -> tuple[float, float]:
@@ -214,6 +220,7 @@ class Batcher:
         self.solo_batches = 0  # batches that ran on worker 0 alone (with solo)
         self.bulk_stopped = 0  # bulk batches stopped for a live batch, their items requeued
         self._last_live = -math.inf  # when the last live batch was dispatched
+        self._stops = preemption.StopPolicy(self.config.bulk_stop_within)
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -379,8 +386,26 @@ class Batcher:
             self.solo_batches += 1
             self._observer.solo_batch()
             return 0
-        # equally loaded: the one whose running batch started first (likely done first)
-        return min(self._open_workers(), key=lambda w: (loads[w], self._running_since(w)))
+        # equally loaded: one whose bulk batch a stop ends now (the youngest: the least work
+        # lost), else the one whose running batch started first (likely done first)
+        now = time.perf_counter()
+
+        def rank(worker: int) -> tuple[int, bool, float]:
+            since = self._running_since(worker)
+            stoppable = self._stoppable(worker, now) is not None
+            return loads[worker], not stoppable, -since if stoppable else since
+
+        return min(self._open_workers(), key=rank)
+
+    def _stoppable(self, worker: int, now: float) -> _Dispatch | None:
+        """The bulk batch running on `worker` that a live batch would stop now, if any."""
+        for running in self._dispatched[worker]:
+            stop = running.stop
+            if stop is None or stop.requested or not running.began:
+                continue
+            if self._stops.worth_stopping(running.tokens, now - running.began):
+                return running
+        return None
 
     def _running_since(self, worker: int) -> float:
         """When the batch running on `worker` started (0: none runs)."""
@@ -479,11 +504,11 @@ class Batcher:
                 self._bulk.extendleft(reversed(waiting.batch))
 
     def _stop_bulk(self, worker: int) -> None:
-        """A live batch goes to `worker`: stop the bulk batch running there (its items come
-        back through _requeue; if it ends first, its results stand)."""
-        for running in self._dispatched[worker]:
-            if running.stop is not None:
-                running.stop.request()
+        """A live batch goes to `worker`: stop the bulk batch running there if it is early in
+        its run (its items come back through _requeue; if it ends first, its results stand)."""
+        running = self._stoppable(worker, time.perf_counter())
+        if running is not None and running.stop is not None:
+            running.stop.request()
 
     def _requeue(self, dispatch: _Dispatch) -> None:
         """A stopped bulk batch: its items (those still wanted) back to the bulk queue's front."""
@@ -524,6 +549,8 @@ class Batcher:
             if not live:
                 return
             tokens = max(item.length for item in live) * len(live)
+            if dispatch.stop is not None:
+                self._stops.ran(tokens, seconds)
             self._observer.batch_done(len(live), tokens, seconds)
             for item, result in zip(live, results, strict=True):
                 item.request.deliver(item.index, result)
@@ -543,6 +570,7 @@ class Batcher:
         """On the loop, when a batch has started running in its thread at `now` (stamped there:
         the loop may get here later, and a stamp taken here made inference look shorter than
         the session ran): stamp its items, arm the watchdog."""
+        dispatch.began = now
         for item in live:
             item.started = now
         if dispatch.future is not None and not dispatch.future.done():

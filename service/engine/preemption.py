@@ -72,3 +72,31 @@ def running(stop: Stop | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+class StopPolicy:
+    """Which running bulk batch a live batch stops: only one in the first `within` of its
+    expected run, expected from the bulk batches that ran to the end (seconds per padded
+    token, a moving average). So a stop wastes at most that much work, a batch past it runs
+    to the end (the live batch waits at most the rest), and a job makes progress however
+    often live work comes. Before any bulk batch has run to the end nothing is stopped."""
+
+    SMOOTHING = 0.2  # weight of the newest batch in the average
+
+    def __init__(self, within: float) -> None:
+        self.within = within
+        self.seconds_per_token: float | None = None
+
+    def ran(self, tokens: int, seconds: float) -> None:
+        """A bulk batch of `tokens` padded tokens ran to the end in `seconds`."""
+        if tokens <= 0:
+            return
+        rate = seconds / tokens
+        old = self.seconds_per_token
+        self.seconds_per_token = rate if old is None else old + self.SMOOTHING * (rate - old)
+
+    def worth_stopping(self, tokens: int, elapsed: float) -> bool:
+        """Whether a bulk batch of `tokens` that has run `elapsed` seconds is to be stopped."""
+        if self.seconds_per_token is None:
+            return False
+        return elapsed < self.within * self.seconds_per_token * tokens
