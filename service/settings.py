@@ -145,19 +145,19 @@ class Settings(BaseSettings):
     """A batch running longer is abandoned: its requests get 503, its worker a new thread."""
     bulk_max_batch_tokens: int = Field(2048, ge=1)
     """Token budget (padded length x items) of a batch of bulk work (batch jobs, embed-file)
-    on CPU. A live request that arrives while bulk batches run waits for the one running on
-    its worker (docs/batch.md), so this bounds that wait: 2048 is about 16 bench passages,
-    0.5-1 s on one core of this project's shared 2-core machine. Smaller budgets cost little
-    throughput (bulk batches are pipelined, and a call's fixed cost is about 8 tokens).
-    On CUDA bulk batches take the GPU budget (they take milliseconds)."""
+    on CPU while no live request comes (bulk_live_max_batch_tokens otherwise): 2048 is about
+    16 bench passages, about 0.25 s on one quiet core. A live request that arrives waits for, or
+    stops, the bulk batch running on its worker (docs/batch.md). On CUDA bulk batches take
+    the GPU budget (they take milliseconds)."""
     bulk_live_max_batch_tokens: int = Field(512, ge=1)
     """The bulk budget while live requests come (a live batch in the last second): a live
-    request then waits for, or stops, a quarter of the work. On CPU only."""
+    request then waits for, or stops, a quarter of the work of a full bulk batch. On CPU
+    only."""
     bulk_preempt: bool = True
-    """A live batch stops the bulk batch running on its worker (ONNX Runtime ends the run at
-    its next node) and that batch's inputs run again later, so a live request hardly waits
-    for bulk work (docs/batch.md). The stopped batch's work is lost: a job runs slower while
-    live requests come. On CPU only."""
+    """A live batch stops the bulk batch running on its worker when that batch is in the
+    first half of its expected run (ONNX Runtime ends the run at its next node), and its
+    inputs run again later: a live request waits for at most half a bulk batch, and a stop
+    loses at most half a batch of work (docs/batch.md). On CPU only."""
 
     # --- limits ----------------------------------------------------------------------------
     max_inputs_per_request: int = Field(2048, ge=1)
