@@ -116,7 +116,7 @@ packing: models
 	$(BIN)/python -m bench.packing
 
 # Live latency while a batch job runs, and the job's rate against the in-process ceiling
-# (bench/bulk.py; also the last section of make bench): about 3 minutes on 2 cores
+# (bench/bulk.py; also the last section of make bench): about 4 minutes on 2 cores
 bench-bulk: models
 	$(BIN)/python -m bench.bulk
 

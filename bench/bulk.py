@@ -147,7 +147,7 @@ def bulk_lines(name: str, passages: list[str], queries: list[str], best: float) 
             for per_line in PER_LINE:
                 rate = job_rate(url, name, passages, per_line)
                 row(
-                    f"bulk alone, {per_line} passages a line",
+                    f"bulk alone, {per_line} passage{'s' if per_line > 1 else ''} a line",
                     f"{rate:.1f} passages/s",
                     f"{rate / best:.2f} of the ceiling",
                 )
