@@ -127,6 +127,13 @@ bench-bulk: models
 recall: models
 	$(BIN)/python -m bench.quantized
 
+# Every reduced-precision CPU path (fp16, bf16, int8 weights, OpenVINO's run-time and static
+# int8) against the fp32 search: recall@10, speed, batch invariance (bench/int8_paths.py;
+# docs/benchmarks/2026-12-07-cpu-2core-int8-recall.md): about 15 minutes on a quiet 2 cores
+.PHONY: int8-paths
+int8-paths: models
+	$(BIN)/python -m bench.int8_paths
+
 # Top-10 MaxSim agreement of pooled, binarised and MUVERA multi-vectors against raw ones on the
 # bench corpus, MiniLM's token states as the multi-vector model (bench/multivector.py;
 # docs/bge-m3.md has the table): about 12 minutes on 2 cores
