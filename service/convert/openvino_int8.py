@@ -5,8 +5,10 @@ The fp32 ONNX graph is read by OpenVINO and quantised by NNCF (transformer prese
 weights per channel, activations per tensor with scales calibrated once; fast bias
 correction; SmoothQuant off, see Int8Options) on the converter's check texts, one text per
 calibration sample, so no padded token moves a range. The activation scales are constants of
-the graph: a vector never depends on what shares its batch. The options were chosen with the
-figures in docs/benchmarks/2026-12-07-cpu-2core-openvino-int8.md
+the graph, yet OpenVINO's int8 execution moves some vectors when they are padded wider (6.5%
+of bench passages below cosine 0.99999: docs/benchmarks/2026-12-07-cpu-2core-int8-recall.md,
+which also measures why no int8 graph here keeps 0.97 of the fp32 top 10). The options were
+chosen with the figures in docs/benchmarks/2026-12-07-cpu-2core-openvino-int8.md
 (``python -m bench.openvino_options``).
 
 Needs the ``openvino`` extra (openvino and nncf).
