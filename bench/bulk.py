@@ -6,7 +6,8 @@ with `python -m bench.bulk`.
   large batch job runs;
 - bulk: a batch job's passages per second, from its creation until its output is written,
   as a ratio to the in-process ceiling (the best of tokenizers + ONNX Runtime with
-  length-sorted batches; target 0.9);
+  length-sorted batches; target 0.9), and a long job's rate in its steady state (what a
+  corpus of millions sees: a 1,024-passage job spends seconds starting and finishing);
 - live during a job with the defaults (the running bulk batch stopped for live work, and
   a smaller bulk budget while it comes) and as before (neither; a second server), each with
   the job's rate meanwhile: the latency bought against the throughput it costs.
@@ -22,7 +23,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -31,6 +34,7 @@ from bench import corpus, inprocess, served
 from bench.report import say
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", ROOT / "models" / "all-MiniLM-L6-v2"))
 RATE = float(os.environ.get("BENCH_LIVE_RATE", "5"))
 LIVE_S = float(os.environ.get("BENCH_LIVE_S", "20"))
@@ -151,6 +155,13 @@ def bulk_lines(name: str, passages: list[str], queries: list[str], best: float) 
                     f"{rate:.1f} passages/s",
                     f"{rate / best:.2f} of the ceiling",
                 )
+            _, steady = steady_job(url, name, passages, best, lambda: time.sleep(LIVE_S))
+            row(
+                f"bulk alone, steady state ({max(PER_LINE)} passages a line, {LIVE_S:g} s "
+                "of a long job)",
+                f"{steady:.1f} passages/s",
+                f"{steady / best:.2f} of the ceiling",
+            )
             busy_line(url, name, passages, queries, best, "default settings")
         for label, overrides in BUSY_VARIANTS:
             with served.server({**env, **overrides}) as (url, _):
@@ -162,6 +173,20 @@ def busy_line(
     url: str, model: str, passages: list[str], queries: list[str], best: float, label: str
 ) -> None:
     """Live latency while a job runs, and the job's passages/s during the live run."""
+    busy, rate = steady_job(url, model, passages, best, lambda: live(url, model, queries))
+    row(
+        f"live, during a job ({label})",
+        f"p50 {busy[0]:.1f} ms",
+        f"p99 {busy[1]:.1f} ms",
+        f"(job {rate:.1f} passages/s meanwhile, {rate / best:.2f} of the ceiling)",
+    )
+
+
+def steady_job(
+    url: str, model: str, passages: list[str], best: float, meanwhile: Callable[[], T]
+) -> tuple[T, float]:
+    """What `meanwhile` returns, run while a job is in its steady state (started, not near
+    its end), and the job's passages/s over that time (from its committed counts)."""
     per_line = max(PER_LINE)
     # a job big enough to outlast the live run
     big = passages * (int(3 * best * (LIVE_S + 10) / len(passages)) + 1)
@@ -171,7 +196,7 @@ def busy_line(
     time.sleep(1.0)
     before = job_status(url, batch_id)
     began = time.perf_counter()
-    busy = live(url, model, queries)
+    result = meanwhile()
     still = job_status(url, batch_id)
     seconds = time.perf_counter() - began
     httpx.post(f"{url}/v1/batches/{batch_id}/cancel")
@@ -179,13 +204,7 @@ def busy_line(
         say("(the job ended before the live run did: make it bigger)")
     first, last = before["request_counts"], still["request_counts"]
     assert isinstance(first, dict) and isinstance(last, dict)
-    rate = (last["completed"] - first["completed"]) * per_line / seconds
-    row(
-        f"live, during a job ({label})",
-        f"p50 {busy[0]:.1f} ms",
-        f"p99 {busy[1]:.1f} ms",
-        f"(job {rate:.1f} passages/s meanwhile, {rate / best:.2f} of the ceiling)",
-    )
+    return result, (last["completed"] - first["completed"]) * per_line / seconds
 
 
 def cache_line(name: str, passages: list[str], best: float) -> None:
