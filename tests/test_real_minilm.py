@@ -88,6 +88,7 @@ def test_the_int8_opt_in_stays_within_its_floor_of_pytorch(real_minilm: Path) ->
         ]
         served = client.get("/models").json()["models"][0]
     assert served["variant"] == "int8" and served["exact"] is False
+    assert served["batch_invariant"] is True
     assert served["variant_check"]["min_cosine"] >= 0.98  # 0.987 measured: says so
     ours, theirs = np.array(got), reference_vectors()
     cosine = (ours * theirs).sum(axis=1) / np.linalg.norm(theirs, axis=1)

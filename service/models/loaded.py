@@ -19,6 +19,10 @@ from service.models.text import TextEncoder, load_text_encoder
 if TYPE_CHECKING:
     from service.models.kinds.contract import KindHandler
 
+# Graph variants whose vectors depend on how wide their batch is padded (measured: the int8
+# graph on OpenVINO 2026.4; ONNX Runtime's own int8 does not move).
+BATCH_DEPENDENT_VARIANTS = frozenset({"openvino-int8"})
+
 
 class Runner(Protocol):
     """What runs a batch: an ONNX Runtime session (service/engine/runner.py), or a model
@@ -79,6 +83,13 @@ class LoadedModel:
         a converted graph), or a variant the converter measured at min cosine EXACT_COSINE."""
         measured = float(self.variant_check.get("min_cosine", 0.0))
         return self.variant in ("fp32", "original") or measured >= EXACT_COSINE
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a vector is the same whatever shares its batch (cosine 0.99999 to the lone
+        vector). Not OpenVINO's int8 graph: it moves a few inputs by up to 0.004 of cosine
+        when a batch is padded wider (docs/benchmarks/2026-12-07-cpu-2core-int8-recall.md)."""
+        return self.variant not in BATCH_DEPENDENT_VARIANTS
 
     @property
     def encoder(self) -> TextEncoder:

@@ -72,6 +72,7 @@ def describe(model: LoadedModel) -> dict[str, Any]:
         "provider": model.provider,
         "variant": model.variant,
         "exact": model.exact,
+        "batch_invariant": model.batch_invariant,
         "variant_check": model.variant_check,
         "license": spec.license,
     }
