@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = check_batches(
         args.model, graph_inputs(args.model / "model.onnx"), texts, size=1, max_length=limit
     )
-    with tempfile.TemporaryDirectory(dir=args.model.parent) as scratch:
+    with tempfile.TemporaryDirectory() as scratch:  # not beside the model: models/ is shared
         work = Path(scratch)
         for name in ("model.onnx", "tokenizer.json", "service_model.json"):
             (work / name).symlink_to((args.model / name).resolve())
