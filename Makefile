@@ -22,13 +22,22 @@ UV = $(BIN)/uv
 UV_PIP = $(UV) pip install -q --python $(BIN)/python --no-deps
 TORCH_SOURCE ?= $(if $(PIP_FIND_LINKS),$(addprefix --find-links ,$(PIP_FIND_LINKS)),--extra-index-url https://download.pytorch.org/whl/cpu)
 
-$(VENV)/.installed: requirements/dev.lock requirements/bootstrap.lock
+LOCKS = requirements/dev.lock requirements/bootstrap.lock
+
+# The stamp holds the locks' checksums: the environment is rebuilt when their contents change,
+# not when a checkout (a branch switch, a new worktree) only touches them. When it is not
+# rebuilt the stamp keeps its time, so nothing built from it is rebuilt either.
+$(VENV)/.installed: FORCE
+	@sha256sum --check --status $@ 2>/dev/null || $(MAKE) --no-print-directory venv
+
+.PHONY: venv FORCE
+venv:
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/bootstrap.lock
 	$(UV_PIP) --require-hashes $(TORCH_SOURCE) -r requirements/dev.lock
 	$(UV_PIP) --no-build-isolation -e .
-	touch $@
+	sha256sum $(LOCKS) > $(VENV)/.installed
 
 # Rewrite requirements/*.lock from pyproject.toml and requirements/nodeps.in (uv in a venv of
 # its own, so that a broken lock can still be rewritten); then `make test`.
@@ -164,3 +173,5 @@ parity-doc: install
 
 clean:
 	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache .mypy_cache .ruff_cache
+
+FORCE:
