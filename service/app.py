@@ -78,6 +78,7 @@ def create_app(
             if wait_for_engine:
                 await link.serving.wait()
         elif not preloaded:
+            registry.expected = len(settings.models)  # /ready is 503 from the first request
             task = asyncio.create_task(load_all(registry, settings, metrics))
         if settings.batch_api:
             app.state.bulk.start()

@@ -94,11 +94,37 @@ async def _all_ready(links: list[EngineLink], timeout: float) -> bool:
     return False
 
 
+async def test_the_engine_says_models_are_coming_before_its_loading_runs(
+    three_models: list[str], tmp_path: Path
+) -> None:
+    """A process that connects in the instant the engine listens, before its loading task
+    has run a step, learns that three models are coming. It was told "ready, none expected";
+    a process started --when-ready then listened with no model and answered 503 not_ready
+    (tests/test_workers.py, once in a CI run)."""
+    engine = Engine(Settings(models=three_models))
+    await engine.start(str(tmp_path / "engine.sock"))
+    status = engine.server.status()  # no await since start: the loading has not begun
+    try:
+        assert status.expected == 3 and not status.ready and status.models == {}
+    finally:
+        await engine.stop()
+
+
 async def test_every_process_learns_every_model(
-    three_models: list[str], delays: random.Random, tmp_path: Path
+    three_models: list[str], delays: random.Random, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings(models=three_models)
     names = {f"tiny/status-{i}" for i in range(3)}
+    premature: list[list[str]] = []  # processes that turned serving with a model missing
+    check_serving = EngineLink._check_serving
+
+    def checked(link: EngineLink) -> None:
+        was = link.serving.is_set()
+        check_serving(link)
+        if not was and link.serving.is_set() and set(link.registry.models) != names:
+            premature.append(sorted(link.registry.models))
+
+    monkeypatch.setattr(EngineLink, "_check_serving", checked)
     deadline = time.monotonic() + ROUNDS_S
     rounds = 0
     while rounds < ROUNDS and time.monotonic() < deadline:
@@ -126,6 +152,7 @@ async def test_every_process_learns_every_model(
             assert await _all_ready(links, READY_S), f"round {rounds}: not ready after reconnecting"
             for link in links:
                 assert set(link.registry.models) == names
+            assert not premature, f"round {rounds}: serving before every model: {premature}"
         finally:
             for process in processes:
                 process.cancel()

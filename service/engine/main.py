@@ -37,6 +37,10 @@ class Engine:
         loading), then load the models in the background and publish the outcome."""
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # left by an engine that died
+        # Before the first connection: a process connecting while the loading task has not
+        # yet run a step was told "ready, no models expected", and one started --when-ready
+        # began listening with no model and answered 503 not_ready.
+        self.registry.expected = len(self.settings.models)
         self._listening = await self.server.serve(socket_path)
         self._loading = asyncio.create_task(load_all(self.registry, self.settings, Metrics()))
         self._loading.add_done_callback(lambda _: self.server.publish())
