@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.engine import preemption
-from service.engine.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting
+from service.engine.formation import OVERHEAD_TOKENS, form_batch, full_batch_waiting, padded_cost
 from service.engine.priority import is_bulk
 from service.errors import InferenceFailed, Overloaded, ServiceError, Unavailable, timed_out
 from service.ops import timing
@@ -176,7 +176,7 @@ class _Dispatch:
 
     @property
     def tokens(self) -> int:
-        return max((item.length for item in self.batch), default=0) * len(self.batch)
+        return padded_cost([item.length for item in self.batch])
 
 
 def request_timings(request: _Request) -> tuple[float, float]:
@@ -397,22 +397,20 @@ class Batcher:
 
         return min(self._open_workers(), key=rank)
 
-    def _stoppable(self, worker: int, now: float) -> _Dispatch | None:
-        """The bulk batch running on `worker` that a live batch would stop now, if any."""
+    def _stoppable(self, worker: int, now: float) -> preemption.Stop | None:
+        """The Stop of the bulk batch running on `worker` that a live batch would stop now,
+        if any."""
         for running in self._dispatched[worker]:
             stop = running.stop
             if stop is None or stop.requested or not running.began:
                 continue
             if self._stops.worth_stopping(running.tokens, now - running.began):
-                return running
+                return stop
         return None
 
     def _running_since(self, worker: int) -> float:
         """When the batch running on `worker` started (0: none runs)."""
-        return min(
-            (d.batch[0].started for d in self._dispatched[worker] if d.started and d.batch),
-            default=0.0,
-        )
+        return min((d.began for d in self._dispatched[worker] if d.began), default=0.0)
 
     async def _free_slot(self) -> None:
         """Wait until some worker takes another batch (it is idle, or runs only one)."""
@@ -506,9 +504,9 @@ class Batcher:
     def _stop_bulk(self, worker: int) -> None:
         """A live batch goes to `worker`: stop the bulk batch running there if it is early in
         its run (its items come back through _requeue; if it ends first, its results stand)."""
-        running = self._stoppable(worker, time.perf_counter())
-        if running is not None and running.stop is not None:
-            running.stop.request()
+        stop = self._stoppable(worker, time.perf_counter())
+        if stop is not None:
+            stop.request()
 
     def _requeue(self, dispatch: _Dispatch) -> None:
         """A stopped bulk batch: its items (those still wanted) back to the bulk queue's front."""
@@ -548,7 +546,7 @@ class Batcher:
             live, results, seconds = done.result()
             if not live:
                 return
-            tokens = max(item.length for item in live) * len(live)
+            tokens = padded_cost([item.length for item in live])
             if dispatch.stop is not None:
                 self._stops.ran(tokens, seconds)
             self._observer.batch_done(len(live), tokens, seconds)
