@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from service.bulk import router as bulk_router
 from service.bulk.jobs import BulkService
 from service.cache.setup import build_cache
-from service.engine.loading import load_all, stop_all
+from service.engine.loading import start_loading, stop_all
 from service.front.engine_link import EngineLink
 from service.front.http import errors, guard, openapi
 from service.front.http.json_routes import JsonRoutes, json_routes
@@ -78,8 +78,7 @@ def create_app(
             if wait_for_engine:
                 await link.serving.wait()
         elif not preloaded:
-            registry.expected = len(settings.models)  # /ready is 503 from the first request
-            task = asyncio.create_task(load_all(registry, settings, metrics))
+            task = start_loading(registry, settings, metrics)
         if settings.batch_api:
             app.state.bulk.start()
         try:

@@ -27,6 +27,7 @@ from service.front.engine_link import EngineLink
 from service.models.registry import ModelRegistry
 from service.ops.metrics import Metrics
 from service.settings import Settings
+from service.wire.messages import Status
 from tests import tiny_models
 
 ROUNDS = 24
@@ -94,17 +95,26 @@ async def _all_ready(links: list[EngineLink], timeout: float) -> bool:
     return False
 
 
-async def test_the_engine_says_models_are_coming_before_its_loading_runs(
+async def test_the_engine_says_models_are_coming_before_it_listens(
     three_models: list[str], tmp_path: Path
 ) -> None:
-    """A process that connects in the instant the engine listens, before its loading task
-    has run a step, learns that three models are coming. It was told "ready, none expected";
-    a process started --when-ready then listened with no model and answered 503 not_ready
-    (tests/test_workers.py, once in a CI run)."""
+    """The status a process gets on connecting, as it stands when the engine starts to listen
+    (a connection may come in that instant, before the loading task has run a step): three
+    models coming, not ready. It said "ready, none expected"; a process started --when-ready
+    then listened with no model and answered 503 not_ready (tests/test_workers.py, once in a
+    CI run)."""
     engine = Engine(Settings(models=three_models))
+    serve = engine.server.serve
+    at_listen: list[Status] = []
+
+    async def recording(path: str) -> Any:
+        at_listen.append(engine.server.status())
+        return await serve(path)
+
+    engine.server.serve = recording  # type: ignore[method-assign]
     await engine.start(str(tmp_path / "engine.sock"))
-    status = engine.server.status()  # no await since start: the loading has not begun
     try:
+        (status,) = at_listen
         assert status.expected == 3 and not status.ready and status.models == {}
     finally:
         await engine.stop()

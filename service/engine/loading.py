@@ -139,6 +139,17 @@ def check_limit_names(settings: Settings, served: set[str]) -> None:
         )
 
 
+def start_loading(
+    registry: ModelRegistry, settings: Settings, metrics: Metrics
+) -> asyncio.Task[None]:
+    """Load every configured model in the background. The registry knows at once how many
+    are coming, so nothing reads it as ready before the task's first step (an engine process
+    that reported "ready, none expected" in that instant let a request-handling process
+    started --when-ready listen with no model)."""
+    registry.expected = len(settings.models)
+    return asyncio.create_task(load_all(registry, settings, metrics))
+
+
 async def load_all(registry: ModelRegistry, settings: Settings, metrics: Metrics) -> None:
     """Load every configured model with its batcher; on failure keep /ready at 503 and say
     why (``registry.error``)."""

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 
-from service.engine.loading import load_all, stop_all
+from service.engine.loading import start_loading, stop_all
 from service.engine.server import EngineServer
 from service.models.registry import ModelRegistry
 from service.ops.metrics import Metrics
@@ -33,17 +33,14 @@ class Engine:
         self._loading: asyncio.Task[None] | None = None
 
     async def start(self, socket_path: str) -> None:
-        """Listen on the socket at once (processes connect and learn the models are
-        loading), then load the models in the background and publish the outcome."""
+        """Load the models in the background, publishing the outcome, and listen on the
+        socket at once (processes connect and learn the models are loading). Loading starts
+        first: the registry then knows the models to come before any process can connect."""
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # left by an engine that died
-        # Before the first connection: a process connecting while the loading task has not
-        # yet run a step was told "ready, no models expected", and one started --when-ready
-        # began listening with no model and answered 503 not_ready.
-        self.registry.expected = len(self.settings.models)
-        self._listening = await self.server.serve(socket_path)
-        self._loading = asyncio.create_task(load_all(self.registry, self.settings, Metrics()))
+        self._loading = start_loading(self.registry, self.settings, Metrics())
         self._loading.add_done_callback(lambda _: self.server.publish())
+        self._listening = await self.server.serve(socket_path)
 
     async def stop(self) -> None:
         """Tell every process it is draining, let running batches finish, fail what is still
