@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
@@ -55,12 +55,14 @@ def create_app(
     registry: ModelRegistry | None = None,
     engine_socket: str | None = None,
     wait_for_engine: bool = False,
+    before_listening: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """Build the app. In one process (the default) the models load in the background after
     start-up (GET /ready says when) and the engine runs in this process; with `engine_socket`
     (a request-handling process of the multi-process mode) the models are the engine
     process's, reached through that socket; `wait_for_engine` holds the start-up (and so the
-    listening) until they are ready here. Tests may pass a registry already filled."""
+    listening) until they are ready here, then `before_listening` until it returns.
+    Tests may pass a registry already filled."""
     settings = settings or Settings()
     metrics = Metrics()
     preloaded = registry is not None
@@ -77,6 +79,8 @@ def create_app(
             task = asyncio.create_task(link.run())
             if wait_for_engine:
                 await link.serving.wait()
+            if before_listening is not None:
+                await before_listening()
         elif not preloaded:
             task = start_loading(registry, settings, metrics)
         if settings.batch_api:

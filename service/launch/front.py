@@ -4,6 +4,8 @@ the app linked to the engine process (engine_link.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import uvicorn
@@ -14,14 +16,26 @@ from service.launch.shutdown import DrainingServer
 from service.launch.supervisor import listening_socket
 from service.settings import Settings
 
+PROBE_S = 0.1  # how often a process waiting to join the port asks the port's /ready
+
 
 def run_front(settings: Settings, runtime: Path, when_ready: bool = False) -> None:
     """Serve until SIGTERM. The supervisor's first process listens at once (so /health
     answers while the engine loads); the others, and a replacement for one that died, listen
-    only once the engine and every model are ready here (`when_ready`), so that the kernel
-    sends them no connection they would refuse."""
+    only once the engine and every model are ready here and the port's /ready says 200
+    (`when_ready`). So a process joins only after the ones already listening are ready: the
+    kernel sends no connection to a process that would refuse it, and /ready's 200 holds for
+    every process on the port (a second process ready before the first one made /ready say
+    200 while the first still answered 503)."""
+
+    async def port_ready() -> None:
+        await wait_for_port_ready(settings.host, settings.port)
+
     app = create_app(
-        settings, engine_socket=str(engine_socket(runtime)), wait_for_engine=when_ready
+        settings,
+        engine_socket=str(engine_socket(runtime)),
+        wait_for_engine=when_ready,
+        before_listening=port_ready if when_ready else None,
     )
     config = uvicorn.Config(
         app,
@@ -34,3 +48,25 @@ def run_front(settings: Settings, runtime: Path, when_ready: bool = False) -> No
     if not when_ready:
         listener.listen(2048)  # else uvicorn listens after the start-up, when it serves
     DrainingServer(config, app.state.registry, exit_before_start=when_ready).run(sockets=[listener])
+
+
+async def wait_for_port_ready(host: str, port: int) -> None:
+    """Until GET /ready on the port answers 200, or no process listens there (the
+    connection is refused: none is ahead of this one). Asked before this process listens, it
+    is answered by the processes already listening there."""
+    probe = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    while True:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            try:
+                reader, writer = await asyncio.open_connection(probe, port)
+            except ConnectionRefusedError:
+                return
+            try:
+                writer.write(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                await writer.drain()
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+            if status_line.split(b" ")[1:2] == [b"200"]:
+                return
+        await asyncio.sleep(PROBE_S)
