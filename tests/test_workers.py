@@ -4,7 +4,10 @@ found with psutil; faults are real signals."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +19,10 @@ import psutil
 import pytest
 
 from service.app import create_app
+from service.launch.front import PROBE_S
 from service.settings import Settings
 from tests import tiny_models
+from tests.conftest import ROOT, free_port
 from tests.prod_server import Server, running
 from tests.routes import declared_public, every_request
 
@@ -215,12 +220,6 @@ def test_a_replacement_waiting_for_the_engine_exits_on_sigterm(
     """A replacement request-handling process waits in its start-up until the engine is
     ready (here: never, there is none). SIGTERM must end it at once; uvicorn alone would
     wait for the start-up to finish, and draining rules out that it ever does."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, free_port
-
     log = tmp_path / "front.log"
     env = {**os.environ, "EMBED_MODELS": str(tiny[0]), "EMBED_PORT": str(free_port())}
     command = [sys.executable, "-m", "service", "_front", "--when-ready"]
@@ -235,3 +234,53 @@ def test_a_replacement_waiting_for_the_engine_exits_on_sigterm(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def listens(process: subprocess.Popen[bytes], port: int) -> bool:
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        for c in psutil.Process(process.pid).net_connections("tcp")
+    )
+
+
+def test_a_process_ready_first_waits_for_the_first_process_to_listen(
+    tiny: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """A --when-ready process that turns ready while the first process has not listened yet
+    (it is still starting) must not take the empty port: it did, and the port's /ready said
+    200 from it while the first process, listening just after, answered 503 (CI, 1 run in
+    3). It joins once the first process listens and says ready."""
+    port = free_port()
+    env = {**os.environ, "EMBED_MODELS": str(tiny[0]), "EMBED_PORT": str(port)}
+    env["EMBED_HOST"] = "127.0.0.1"
+    own = ["--runtime", str(tmp_path), "--parent", str(os.getpid())]
+    service = [sys.executable, "-m", "service"]
+    started: list[subprocess.Popen[bytes]] = []
+    log = tmp_path / "processes.log"
+
+    def start(*role: str) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            started.append(
+                subprocess.Popen([*service, *role, *own], env=env, cwd=ROOT, stdout=out, stderr=out)
+            )
+        return started[-1]
+
+    try:
+        start("_engine")
+        joining = start("_front", "--when-ready")
+        wait_for(lambda: "joining the port once" in log.read_text(), "ready in the process")
+        time.sleep(10 * PROBE_S)  # the port is still empty: joining it now was the bug
+        assert not listens(joining, port), log.read_text()[-2000:]
+        first = start("_front")
+        wait_for(lambda: ready(f"http://127.0.0.1:{port}"), "the first process, ready")
+        wait_for(lambda: listens(joining, port), "the waiting process to join")
+        assert listens(first, port)
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -17,6 +17,12 @@ def engine_socket(runtime: Path) -> Path:
     return runtime / "engine.sock"
 
 
+def port_opened(runtime: Path) -> Path:
+    """Made by the first request-handling process once it listens on the port: until then a
+    refused connection does not mean that no process is ahead of one waiting to join."""
+    return runtime / "port-opened"
+
+
 def metrics_directory(runtime: Path) -> Path:
     """Where every process keeps its metrics (prometheus-client's multiprocess files)."""
     return runtime / "metrics"

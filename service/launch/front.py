@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
 import uvicorn
 
 from service.app import create_app
-from service.launch.children import engine_socket
+from service.launch.children import engine_socket, port_opened
 from service.launch.shutdown import DrainingServer
 from service.launch.supervisor import listening_socket
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
 PROBE_S = 0.1  # how often a process waiting to join the port asks the port's /ready
 
 
@@ -29,7 +31,8 @@ def run_front(settings: Settings, runtime: Path, when_ready: bool = False) -> No
     200 while the first still answered 503)."""
 
     async def port_ready() -> None:
-        await wait_for_port_ready(settings.host, settings.port)
+        log.info("ready here; joining the port once its /ready says 200")
+        await wait_for_port_ready(settings.host, settings.port, port_opened(runtime))
 
     app = create_app(
         settings,
@@ -47,26 +50,32 @@ def run_front(settings: Settings, runtime: Path, when_ready: bool = False) -> No
     listener.bind((settings.host, settings.port))
     if not when_ready:
         listener.listen(2048)  # else uvicorn listens after the start-up, when it serves
+        port_opened(runtime).touch()
     DrainingServer(config, app.state.registry, exit_before_start=when_ready).run(sockets=[listener])
 
 
-async def wait_for_port_ready(host: str, port: int) -> None:
-    """Until GET /ready on the port answers 200, or no process listens there (the
-    connection is refused: none is ahead of this one). Asked before this process listens, it
-    is answered by the processes already listening there."""
+async def wait_for_port_ready(host: str, port: int, opened: Path) -> None:
+    """Until GET /ready on the port answers 200, or no process listens there once the first
+    process has (the file `opened` exists): a refused connection then means that none is
+    ahead of this one. Before it, the first process may still be starting (a process that
+    turned ready here first and joined the empty port let the port's /ready say 200 while
+    the first one, listening just after, answered 503). Asked before this process listens,
+    it is answered by the processes already listening there."""
     probe = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     while True:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             try:
                 reader, writer = await asyncio.open_connection(probe, port)
             except ConnectionRefusedError:
-                return
-            try:
-                writer.write(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                await writer.drain()
-                status_line = await reader.readline()
-            finally:
-                writer.close()
-            if status_line.split(b" ")[1:2] == [b"200"]:
-                return
+                if opened.exists():
+                    return
+            else:
+                try:
+                    writer.write(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                    await writer.drain()
+                    status_line = await reader.readline()
+                finally:
+                    writer.close()
+                if status_line.split(b" ")[1:2] == [b"200"]:
+                    return
         await asyncio.sleep(PROBE_S)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from service.launch.children import metrics_directory
+from service.launch.children import metrics_directory, port_opened
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,11 @@ class Supervisor:
             log.error("%s process %d died (%d); starting another", child.role, pid, code)
             if time.monotonic() - child.started < RESTART_PAUSE_S:
                 time.sleep(RESTART_PAUSE_S)
-            if child.role == "front" and "--when-ready" not in child.command:
+            if (
+                child.role == "front"
+                and "--when-ready" not in child.command
+                and port_opened(self.runtime).exists()  # else it died before it listened
+            ):
                 child.command.insert(child.command.index("_front") + 1, "--when-ready")
             if not self.stopping:
                 child.start(env)
