@@ -52,7 +52,7 @@ LANGUAGES = (
     "tamil",
     "turkish",
 )
-_NON_WORD = re.compile(r"[^\w\s]", flags=re.UNICODE)
+NON_WORD = re.compile(r"[^\w\s]", flags=re.UNICODE)
 _SPLIT = re.compile(r"[^\w]")
 
 
@@ -62,6 +62,22 @@ class Bm25Params:
     b: float = 0.75
     avg_len: float = 256.0
     token_max_length: int = 40
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], avg_len: float = 256.0) -> Bm25Params:
+        """The catalogue row's ``k``, ``b``, ``avg_len`` and ``token_max_length``."""
+        default = cls()
+        return cls(
+            k=float(options.get("k", default.k)),
+            b=float(options.get("b", default.b)),
+            avg_len=float(options.get("avg_len", avg_len)),
+            token_max_length=int(options.get("token_max_length", default.token_max_length)),
+        )
+
+    def term_weight(self, count: int, length: int) -> float:
+        """BM25's term-frequency part for a term seen `count` times in `length` terms."""
+        norm = self.k * (1 - self.b + self.b * length / self.avg_len)
+        return count * (self.k + 1) / (count + norm)
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,7 @@ def token_id(token: str) -> int:
 
 def words(text: str) -> list[str]:
     """FastEmbed's simple tokenizer, after it replaced non-word, non-space characters."""
-    return _SPLIT.sub(" ", _NON_WORD.sub(" ", text).lower()).split()
+    return _SPLIT.sub(" ", NON_WORD.sub(" ", text).lower()).split()
 
 
 def stems(text: str, language: str, resources: Bm25Resources) -> list[str]:
@@ -109,13 +125,11 @@ def stems(text: str, language: str, resources: Bm25Resources) -> list[str]:
 
 
 def document_weights(tokens: Sequence[str], params: Bm25Params) -> SparseVector:
-    counts = Counter(tokens)
-    norm = params.k * (1 - params.b + params.b * len(tokens) / params.avg_len)
     weights: dict[int, float] = {}
     names: dict[int, str] = {}
-    for token, count in counts.items():
+    for token, count in Counter(tokens).items():
         index = token_id(token)
-        weights[index] = count * (params.k + 1) / (count + norm)
+        weights[index] = params.term_weight(count, len(tokens))
         names[index] = token
     return SparseVector.from_weights(weights, names)
 
@@ -150,13 +164,7 @@ def load_resources(spec: ModelSpec, directory: Path) -> Bm25Resources:
     """Stopword files ``<language>.txt`` of the model directory (a language without one has
     no stopwords, as in FastEmbed) and the parameters from the catalogue's options."""
     options = spec.options
-    default = Bm25Params()
-    params = Bm25Params(
-        k=float(options.get("k", default.k)),
-        b=float(options.get("b", default.b)),
-        avg_len=float(options.get("avg_len", default.avg_len)),
-        token_max_length=int(options.get("token_max_length", default.token_max_length)),
-    )
+    params = Bm25Params.from_options(options)
     language = str(options.get("language", "english"))
     check_language(language)
     stopwords = {

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mmh3
 import numpy as np
 import numpy.typing as npt
 
 from service.errors import ModelLoadError
 from service.models.catalogue import ModelSpec, TokenLimit
-from service.models.kinds.bm25 import punctuation, stemmer
+from service.models.kinds.bm25 import NON_WORD, Bm25Params, punctuation, stemmer, token_id
 from service.models.kinds.bm42 import merge_pieces
 from service.models.kinds.contract import Feeds, KindHandler
 from service.models.kinds.encoded import InputType
@@ -47,10 +45,8 @@ VOCAB_FILE = "minicoil.triplet.model.vocab"
 STOPWORDS_FILE = "stopwords.txt"
 PIECE_PREFIX = "##"
 SPECIAL_WORDS = frozenset({"[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"})
-TOKEN_MAX_LENGTH = 40
 INT32_MAX = 2**31 - 1
 BUCKET = 32000  # unknown words' hashes start two buckets past the vocabulary's indices
-_NON_WORD = re.compile(r"[^\w\s]", flags=re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -62,9 +58,7 @@ class MinicoilResources:
     stopwords: frozenset[str]
     unwanted: frozenset[str]  # never an unknown word: punctuation, specials, stopwords
     language: str
-    k: float
-    b: float
-    avg_len: float
+    params: Bm25Params  # BM25's term-frequency part (avg_len 150) and word length limit
 
     @property
     def dims(self) -> int:
@@ -127,9 +121,7 @@ def load_resources(spec: ModelSpec, directory: Path) -> MinicoilResources:
         stopwords=stopwords,
         unwanted=punctuation() | SPECIAL_WORDS | stopwords,
         language=language,
-        k=float(options.get("k", 1.2)),
-        b=float(options.get("b", 0.75)),
-        avg_len=float(options.get("avg_len", 150.0)),
+        params=Bm25Params.from_options(options, avg_len=150.0),
     )
 
 
@@ -192,8 +184,8 @@ def text_words(
 
 def kept_words(resources: MinicoilResources, words: dict[str, Word]) -> dict[str, Word]:
     """Vocabulary words as they are; unknown ones split on non-word characters and stemmed,
-    those unwanted or over 40 characters dropped, equal stems merged (into a vocabulary word
-    of that spelling too)."""
+    those unwanted or over `token_max_length` (40) characters dropped, equal stems merged
+    (into a vocabulary word of that spelling too)."""
     kept: dict[str, Word] = {}
     for word, entry in words.items():
         if entry.word_id > 0:
@@ -201,9 +193,9 @@ def kept_words(resources: MinicoilResources, words: dict[str, Word]) -> dict[str
             continue
         if word in resources.unwanted:
             continue
-        for part in _NON_WORD.sub(" ", word).split():
+        for part in NON_WORD.sub(" ", word).split():
             stem = stem_of(resources, part)
-            if len(stem) > TOKEN_MAX_LENGTH or stem in resources.unwanted:
+            if len(stem) > resources.params.token_max_length or stem in resources.unwanted:
                 continue
             if stem in kept:
                 kept[stem].count += entry.count
@@ -219,7 +211,7 @@ def unit(meaning: npt.NDArray[np.float32]) -> list[float]:
 
 
 def unknown_index(word: str, shift: int) -> int:
-    return shift + abs(int(mmh3.hash(word))) % (INT32_MAX - shift)
+    return shift + token_id(word) % (INT32_MAX - shift)
 
 
 def sparse_vector(
@@ -227,13 +219,11 @@ def sparse_vector(
 ) -> SparseVector:
     kept = kept_words(resources, words)
     length = sum(entry.count for entry in kept.values())
-    k, b = resources.k, resources.b
-    norm = k * (1 - b + b * length / resources.avg_len)
     dims, shift = resources.dims, resources.unknown_shift
     weights: dict[int, float] = {}
     names: dict[int, str] = {}
     for word, entry in kept.items():
-        tf = 1.0 if query else entry.count * (k + 1) / (entry.count + norm)
+        tf = 1.0 if query else resources.params.term_weight(entry.count, length)
         if entry.meaning is None:
             index = unknown_index(word, shift)
             weights[index], names[index] = tf, word
