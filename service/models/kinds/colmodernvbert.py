@@ -36,11 +36,11 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from service.errors import InvalidInput, ModelLoadError, PayloadTooLarge
+from service.errors import ModelLoadError, PayloadTooLarge
 from service.models.catalogue import ModelSpec
 from service.models.images import Pixels, decode_image
 from service.models.kinds.contract import Feeds, KindHandler
-from service.models.kinds.multimodal import MultiVectors, Sides
+from service.models.kinds.multimodal import MultiVectors, Sides, checked_query, pad_ids
 from service.models.tiling import TilingConfig, load_tiling_config, split_image
 
 if TYPE_CHECKING:
@@ -133,15 +133,7 @@ def page_ids(model: LoadedModel, rows: int, cols: int) -> npt.NDArray[np.int64]:
 def query_ids(model: LoadedModel, text: str, index: int = 0) -> npt.NDArray[np.int64]:
     p = prompting(model)
     ids = p.tokenizer.encode(model.spec.query_prefix + text + p.query_suffix).ids
-    if len(ids) > model.spec.max_length:
-        raise PayloadTooLarge(
-            f"query {index} has {len(ids)} tokens with its prompt; the limit is "
-            f"{model.spec.max_length}",
-            param="queries",
-        )
-    if p.image_token_id in ids:  # would ask the graph for image features it does not have
-        raise InvalidInput(f"query {index} contains the model's image token", param="queries")
-    return np.asarray(ids, dtype=np.int64)
+    return checked_query(model, ids, p.image_token_id, index)
 
 
 def prepare_queries(model: LoadedModel, texts: Sequence[str]) -> list[tuple[int, Item]]:
@@ -174,12 +166,7 @@ def page_cost(model: LoadedModel, item: Item) -> int:
 
 
 def collate(model: LoadedModel, payloads: Sequence[Item]) -> Feeds:
-    width = max(len(item.ids) for item in payloads)
-    ids = np.full((len(payloads), width), model.encoder.pad_id, dtype=np.int64)
-    mask = np.zeros((len(payloads), width), dtype=np.int64)
-    for row, item in enumerate(payloads):
-        ids[row, : len(item.ids)] = item.ids
-        mask[row, : len(item.ids)] = 1
+    ids, mask = pad_ids([item.ids for item in payloads], model.encoder.pad_id)
     tiles = [item.tiles for item in payloads if item.tiles is not None]
     if tiles:
         pixels = np.concatenate(tiles)[None]

@@ -82,15 +82,36 @@ def query_ids(model: LoadedModel, text: str, index: int = 0) -> npt.NDArray[np.i
     suffix = str(model.spec.options.get("query_suffix", "<pad>" * 10 + "\n"))
     p = prompting(model)
     ids = [p.bos_id, *_encode(model, model.spec.query_prefix + text + suffix)]
+    return checked_query(model, ids, p.image_token_id, index)
+
+
+def checked_query(
+    model: LoadedModel, ids: Sequence[int], image_token_id: int, index: int
+) -> npt.NDArray[np.int64]:
+    """A query's ids with its prompt, refused if over the model's limit (413) or if it holds
+    the image token (400: it would ask the graph for image features it does not have)."""
     if len(ids) > model.spec.max_length:
         raise PayloadTooLarge(
             f"query {index} has {len(ids)} tokens with its prompt; the limit is "
             f"{model.spec.max_length}",
             param="queries",
         )
-    if p.image_token_id in ids:  # would ask the graph for image features it does not have
+    if image_token_id in ids:
         raise InvalidInput(f"query {index} contains the model's image token", param="queries")
     return np.asarray(ids, dtype=np.int64)
+
+
+def pad_ids(
+    rows: Sequence[npt.NDArray[np.int64]], pad_id: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Rows of token ids right-padded to the longest: input_ids and attention_mask."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for index, row in enumerate(rows):
+        ids[index, : len(row)] = row
+        mask[index, : len(row)] = 1
+    return ids, mask
 
 
 def image_ids(model: LoadedModel) -> npt.NDArray[np.int64]:
@@ -119,14 +140,10 @@ def prepare_pages(
 def collate(model: LoadedModel, payloads: Sequence[Item]) -> Feeds:
     order = sorted(range(len(payloads)), key=lambda i: payloads[i].pixels is None)
     items = [payloads[i] for i in order]
-    width = max(len(item.ids) for item in items)
-    ids = np.full((len(items), width), model.encoder.pad_id, dtype=np.int64)
-    mask = np.zeros((len(items), width), dtype=np.int64)
-    height, width_px = prompting(model).image.output_size or (448, 448)
-    pixels = np.zeros((len(items), 3, height, width_px), dtype=np.float32)
+    ids, mask = pad_ids([item.ids for item in items], model.encoder.pad_id)
+    height, width = prompting(model).image.output_size or (448, 448)
+    pixels = np.zeros((len(items), 3, height, width), dtype=np.float32)
     for row, item in enumerate(items):
-        ids[row, : len(item.ids)] = item.ids
-        mask[row, : len(item.ids)] = 1
         if item.pixels is not None:
             pixels[row] = item.pixels
     return {
