@@ -88,7 +88,7 @@ def add_sessions(model: LoadedModel, settings: Settings, provider: str) -> None:
         model.runners = [OpenVinoRunner(graph, threads=threads) for threads in layout]
         provider = openvino_runner.PROVIDER
     else:
-        add_onnx_runners(model, settings, provider, graph, layout)
+        layout = add_onnx_runners(model, settings, provider, graph, layout)
     model.provider = provider
     model.session_threads = tuple(layout)
     warm = [payload for _, payload in model.handler.warmup(model)]
@@ -106,10 +106,12 @@ def cpu_runner(graph: Path, threads: int) -> GraphRunner:
 
 def add_onnx_runners(
     model: LoadedModel, settings: Settings, provider: str, graph: Path, layout: list[int]
-) -> None:
+) -> list[int]:
+    """ONNX Runtime sessions, one per entry of the layout; the layout they took: a solo
+    (adaptive) layout whose graph cannot share its weights falls back to its first session."""
     weights = shared_weights(graph) if model.solo else None
     if model.solo and weights is None:
-        layout[:], model.solo = layout[:1], False
+        layout, model.solo = layout[:1], False
     model.runners = [
         OnnxRunner(
             graph,
@@ -122,6 +124,7 @@ def add_onnx_runners(
         )
         for threads in layout
     ]
+    return layout
 
 
 def with_token_limit(spec: ModelSpec, settings: Settings) -> ModelSpec:
