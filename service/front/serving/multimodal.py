@@ -22,13 +22,9 @@ from service.front.serving.image import (
     read_form,
 )
 from service.front.shared.inputs import QUERIES, check_texts
-from service.models.kinds import colmodernvbert, multimodal
 from service.models.kinds.multimodal import MultiVectors, Sides
 from service.models.loaded import LoadedModel
 from service.settings import Settings
-
-# Each multimodal family's request side, by the row's options.family ("": ColPali's).
-FAMILIES: dict[str, Sides] = {"": multimodal.SIDES, "colmodernvbert": colmodernvbert.SIDES}
 
 
 @dataclass(frozen=True)
@@ -95,7 +91,7 @@ async def embed_multimodal(
     assert model.batcher is not None
     batcher = model.batcher
     max_pixels = settings.image_max_pixels
-    sides = FAMILIES[str(model.spec.options.get("family", ""))]
+    sides: Sides = model.handler.sides
     queries, pages = await asyncio.gather(
         batcher.submit(lambda: sides.queries(model, inputs.queries)),
         batcher.submit(lambda: sides.pages(model, inputs.images, max_pixels)),

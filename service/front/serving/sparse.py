@@ -5,7 +5,7 @@ run in a worker thread."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,18 +14,12 @@ import numpy as np
 from service.errors import InvalidInput
 from service.front.shared.batched import lengths, submit_counted
 from service.models.catalogue import TokenLimit
-from service.models.kinds import bm25, bm42, if_splade, minicoil
+from service.models.kinds import bm25
 from service.models.kinds.encoded import InputType
 from service.models.kinds.m3 import wanting
 from service.models.kinds.sparse import SparseVector, family, prepare_texts
 from service.models.loaded import LoadedModel
 
-# Families whose queries run no model: BM42 (1 per stem), inference-free SPLADE (IDF lookup).
-QUERIES_WITHOUT_INFERENCE = {"bm42": bm42.query_vectors, "if_splade": if_splade.query_vectors}
-# Families whose items carry their side (miniCOIL weighs queries and documents differently).
-PREPARE_BY_FAMILY: dict[str, Callable[..., list[tuple[int, Any]]]] = {
-    "minicoil": minicoil.prepare_texts
-}
 EMPTY = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
 
@@ -87,9 +81,9 @@ async def _embed_non_empty(
     if kind == "bm25":
         vectors = await asyncio.to_thread(bm25.embed, model, texts, input_type, language)
         return SparseResult(vectors, sum(len(bm25.words(text)) for text in texts))
-    if kind in QUERIES_WITHOUT_INFERENCE and input_type == "query":
+    encode = model.handler.query_vectors
+    if encode is not None and input_type == "query":
         counted: list[int] = []
-        encode = QUERIES_WITHOUT_INFERENCE[kind]
 
         def queries() -> list[SparseVector]:
             items = prepare_texts(model, texts, input_type, cut.truncate, cut.limit)
@@ -107,7 +101,7 @@ def _items(
     model: LoadedModel, texts: list[str], input_type: InputType, cut: Cut
 ) -> list[tuple[int, Any]]:
     """The batcher's items: miniCOIL's carry their side; a BGE-M3 model's the output wanted."""
-    prepare = PREPARE_BY_FAMILY.get(family(model))
+    prepare = model.handler.prepare_texts
     if prepare is not None:
         return prepare(model, texts, input_type, cut.truncate, cut.limit)
     items = prepare_texts(model, texts, input_type, cut.truncate, cut.limit)

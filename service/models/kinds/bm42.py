@@ -123,6 +123,7 @@ def postprocess(
 
 
 HANDLER = KindHandler(
+    query_vectors=query_vectors,
     collate=collate,
     postprocess=postprocess,
     warmup=warmup,

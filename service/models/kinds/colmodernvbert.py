@@ -193,8 +193,8 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
     return [(page_cost(model, page), page), *prepare_queries(model, ["warm up"])]
 
 
-SIDES = Sides(queries=prepare_queries, pages=prepare_pages)
 HANDLER = KindHandler(
+    sides=Sides(queries=prepare_queries, pages=prepare_pages),
     collate=collate,
     postprocess=postprocess,
     warmup=warmup,

@@ -39,6 +39,13 @@ class KindHandler:
     # stands in for the session in the model's batcher.
     runner: MakeRunner | None = None
     special_tokens: bool = True  # the tokenizer's [CLS]/[SEP] around each text
+    # A family whose items carry more than their text (miniCOIL's: query or document): how a
+    # request's texts become the batcher's items, in place of the kind's own preparation.
+    prepare_texts: Callable[..., list[tuple[int, Any]]] | None = None
+    # Queries computed without the graph (BM42: 1 a stem; inference-free SPLADE: IDF).
+    query_vectors: Callable[[LoadedModel, Sequence[Any]], list[Any]] | None = None
+    # A multimodal family's request sides, queries and page images (kinds/multimodal.Sides).
+    sides: Any = None
 
 
 def output_index(model: LoadedModel, chosen: int | str) -> int:

@@ -92,6 +92,7 @@ def query_vectors(model: LoadedModel, encoded: Sequence[Encoded]) -> list[Sparse
 
 
 HANDLER = KindHandler(
+    query_vectors=query_vectors,
     collate=collate,
     postprocess=postprocess,
     warmup=warmup,

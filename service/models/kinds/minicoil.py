@@ -256,6 +256,7 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
 
 
 HANDLER = KindHandler(
+    prepare_texts=prepare_texts,
     collate=collate,
     postprocess=postprocess,
     warmup=warmup,

@@ -187,8 +187,8 @@ def warmup(model: LoadedModel) -> list[tuple[int, Any]]:
     return [(len(page.ids), page), *prepare_queries(model, ["warm up"])]
 
 
-SIDES = Sides(queries=prepare_queries, pages=prepare_pages)
 HANDLER = KindHandler(
+    sides=Sides(queries=prepare_queries, pages=prepare_pages),
     collate=collate,
     postprocess=postprocess,
     warmup=warmup,
