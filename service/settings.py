@@ -258,8 +258,8 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(64, ge=1)
     """Input lines of batch jobs in flight at once (each one request to its route, in the
     bulk priority class). Enough to keep the bulk queue fed with lines of one input (16
-    left the bulk batches of 1-6 inputs and the job 10% slower); each counts towards
-    max_concurrent_requests while it runs."""
+    left the bulk batches of 1-6 inputs and the job 10% slower). They are bounded by this, not
+    by max_concurrent_requests: a job's lines never take the slots of live requests."""
     batch_max_attempts: int = Field(5, ge=1)
     """Tries of a batch line that gets 429 or 503 (overload, restart) before its error is
     written to the job's error file; a wait of 1, 2, 4... seconds between them."""

@@ -4,6 +4,7 @@ timing headers, on the in-process app with the tiny dense model."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -174,6 +175,69 @@ def test_too_many_concurrent_requests_get_429(tiny_dense: tuple[Path, np.ndarray
         for thread in threads:
             thread.join(10)
         assert results == [200, 200]
+
+
+def test_batch_job_lines_neither_count_nor_are_refused_against_the_live_limit(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """A job with more lines in flight (EMBED_BATCH_CONCURRENCY) than the live limit: its
+    lines are not refused (429) and take no live slot, so status polls and a live request
+    get through while they run."""
+    settings = {
+        "models": [str(tiny_dense[0])],
+        "data_dir": tmp_path / "data",
+        "max_concurrent_requests": 2,
+        "batch_concurrency": 6,
+        "cache_max_entries": 0,
+    }
+    with serving(**settings) as client:
+        model = engine_registry(client.app).models["tiny/dense"]
+        gate, entered = threading.Event(), threading.Event()
+        original = model.runners[0].run
+
+        def held(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            entered.set()
+            gate.wait(10)
+            return original(feeds)
+
+        model.runners[0].run = held
+        lines = [
+            json.dumps(
+                {
+                    "custom_id": f"l{n}",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"model": "tiny/dense", "input": [f"line {n}"]},
+                }
+            )
+            for n in range(6)
+        ]
+        upload = {"file": ("in.jsonl", ("\n".join(lines) + "\n").encode())}
+        file_id = client.post("/v1/files", files=upload, data={"purpose": "batch"}).json()["id"]
+        job = {"input_file_id": file_id, "endpoint": "/v1/embeddings"}
+        batch_id = client.post("/v1/batches", json=job).json()["id"]
+        assert entered.wait(10)  # a bulk batch runs, the other lines wait behind it
+        guard_active = _guard(client)
+        assert guard_active() == 0
+        status = client.get(f"/v1/batches/{batch_id}")
+        assert status.status_code == 200 and status.json()["status"] == "in_progress"
+        live: list[int] = []
+        caller = threading.Thread(
+            target=lambda: live.append(client.post("/v1/embeddings", json=EMBED).status_code)
+        )
+        caller.start()
+        _wait_for(lambda: guard_active() == 1)  # admitted, waiting for the held session
+        gate.set()
+        caller.join(10)
+        assert live == [200]
+        deadline = time.monotonic() + 30
+        while (batch := client.get(f"/v1/batches/{batch_id}").json())["status"] != "completed":
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.02)
+        output = client.get(f"/v1/files/{batch['output_file_id']}/content").text
+    answers = [json.loads(line)["response"] for line in output.splitlines()]
+    assert [a["status_code"] for a in answers] == [200] * 6
+    assert batch["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
 
 
 def test_draining_refuses_new_work_but_not_probes(tiny_client: TestClient) -> None:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.engine.priority import is_bulk
 from service.errors import (
     InvalidInput,
     Overloaded,
@@ -123,11 +124,12 @@ class Guard:
         if scope["path"] in OPERATIONS:
             await self.app(scope, receive, send)
             return
-        self.active += 1
+        counted = not is_bulk()
+        self.active += counted
         try:
             await self._serve(scope, receive, send)
         finally:
-            self.active -= 1
+            self.active -= counted
 
     def _admit(self, scope: Scope) -> None:
         path = scope["path"]
@@ -150,7 +152,10 @@ class Guard:
         limit = self.limit_for(path)
         if length is not None and length > limit:
             raise too_large(length, limit)
-        if path not in OPERATIONS and self.active >= self.max_concurrent:
+        # A batch job's line (made in-process, in the bulk class) is bounded by
+        # EMBED_BATCH_CONCURRENCY instead: it neither counts nor is counted against the live
+        # limit, which would otherwise refuse live requests and status polls while a job runs.
+        if path not in OPERATIONS and not is_bulk() and self.active >= self.max_concurrent:
             raise Overloaded(
                 f"{self.active} requests are being served, the limit; try again shortly",
                 code="too_many_requests",
