@@ -13,15 +13,19 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import openai
 import pytest
 
+from service.engine.priority import BULK
+from service.front.serving.dense import embed
 from tests import tiny_models
 from tests.conftest import ROOT, serving
 from tests.prod_server import Server, running
@@ -407,3 +411,66 @@ def test_a_job_runs_each_distinct_input_once_with_the_cache_on(
         assert body["usage"]["cached_inputs"] >= 1  # its second input, at least
     assert 'embed_batch_size_sum{model="tiny/dense"} 5.0' in run  # 80 inputs, 5 ran
     assert 'embed_cache_inputs_total{model="tiny/dense",outcome="hit"} 75.0' in run
+
+
+def test_a_stopped_runner_leaves_no_input_of_its_lines_to_run(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Stopping the job runner (the job cancelled, the process stopping) cancels its lines;
+    their inputs still queued must go with them, not run later for nobody."""
+    settings = {
+        "models": [str(tiny_dense[0])],
+        "data_dir": tmp_path / "data",
+        "batch_concurrency": 6,
+        "cache_max_entries": 0,
+    }
+    lines = [
+        request_line(f"l{n}", "/v1/embeddings", {"model": MODEL, "input": [text_of(n)]})
+        for n in range(6)
+    ]
+    with serving(**settings) as client:
+        model = client.app.state.registry.models[MODEL]
+        gate, entered = threading.Event(), threading.Event()
+        original = model.runners[0].run
+        ran: list[int] = []  # the inputs of each run
+
+        def held(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            entered.set()
+            gate.wait(10)
+            ran.append(len(feeds["input_ids"]))
+            return original(feeds)
+
+        model.runners[0].run = held
+        accepted: list[int] = []
+        accept = model.batcher.accept
+
+        def counted(items: Any, *, bulk: bool = False) -> Any:
+            accepted.append(len(items))
+            return accept(items, bulk=bulk)
+
+        model.batcher.accept = counted  # type: ignore[method-assign]
+        file_id = client.post(
+            "/v1/files", files={"file": ("in.jsonl", jsonl(lines))}, data={"purpose": "batch"}
+        ).json()["id"]
+        client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings"})
+        assert entered.wait(10)  # the first bulk batch runs, held
+        deadline = time.monotonic() + 10
+        while sum(accepted) < 6:  # every line's input is in the batcher, waiting behind it
+            assert time.monotonic() < deadline, accepted
+            time.sleep(0.01)
+        client.portal.call(client.app.state.bulk.stop)  # type: ignore[union-attr]
+        gate.set()
+
+        async def one_more() -> list[float]:
+            """Bulk work queued after the lines: it runs after anything of theirs left."""
+            token = BULK.set(True)
+            try:
+                vectors = await embed(model, ["after"], input_type=None, truncate=True)
+            finally:
+                BULK.reset(token)
+            return [float(v) for v in vectors.vectors[0]]
+
+        after = client.portal.call(one_more)  # type: ignore[union-attr]
+    expected = tiny_models.expected_dense(tiny_dense[1], "after", normalize=False)
+    np.testing.assert_allclose(after, expected, atol=1e-6)  # embed's raw pooled vector
+    assert ran[0] < 6 and ran[1:] == [1]  # of the lines, only the batch held at the stop ran

@@ -52,11 +52,16 @@ async def _disconnected(request: Request) -> None:
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (and so dropping its queued inputs) if the client leaves."""
+    """Await `work`, cancelling it (and so dropping its queued inputs) if the client leaves
+    or this request is itself cancelled (a batch job's line when the job is cancelled or
+    its runner stops; the server cancelling its handlers)."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()  # left running, its inputs would be inferred for nobody
+        raise
     finally:
         watcher.cancel()
     if task in done:
