@@ -417,7 +417,7 @@ def test_a_stopped_runner_leaves_no_input_of_its_lines_to_run(
     tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
     """Stopping the job runner (the job cancelled, the process stopping) cancels its lines;
-    their inputs still queued must go with them, not run later for nobody."""
+    their inputs waiting in the batcher must go with them, not run later for nobody."""
     settings = {
         "models": [str(tiny_dense[0])],
         "data_dir": tmp_path / "data",
@@ -436,7 +436,7 @@ def test_a_stopped_runner_leaves_no_input_of_its_lines_to_run(
 
         def held(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             entered.set()
-            gate.wait(10)
+            gate.wait(30)
             ran.append(len(feeds["input_ids"]))
             return original(feeds)
 
@@ -449,28 +449,93 @@ def test_a_stopped_runner_leaves_no_input_of_its_lines_to_run(
             return accept(items, bulk=bulk)
 
         model.batcher.accept = counted  # type: ignore[method-assign]
-        file_id = client.post(
-            "/v1/files", files={"file": ("in.jsonl", jsonl(lines))}, data={"purpose": "batch"}
-        ).json()["id"]
-        client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings"})
-        assert entered.wait(10)  # the first bulk batch runs, held
-        deadline = time.monotonic() + 10
-        while sum(accepted) < 6:  # every line's input is in the batcher, waiting behind it
-            assert time.monotonic() < deadline, accepted
-            time.sleep(0.01)
-        client.portal.call(client.app.state.bulk.stop)  # type: ignore[union-attr]
-        gate.set()
 
-        async def one_more() -> list[float]:
-            """Bulk work queued after the lines: it runs after anything of theirs left."""
+        async def bulk_embed(text: str) -> list[float]:
             token = BULK.set(True)
             try:
-                vectors = await embed(model, ["after"], input_type=None, truncate=True)
+                vectors = await embed(model, [text], input_type=None, truncate=True)
             finally:
                 BULK.reset(token)
             return [float(v) for v in vectors.vectors[0]]
 
-        after = client.portal.call(one_more)  # type: ignore[union-attr]
+        holding = client.portal.start_task_soon(bulk_embed, "first")  # type: ignore[union-attr]
+        assert entered.wait(10)  # a bulk batch of one input runs, held
+        file_id = client.post(
+            "/v1/files", files={"file": ("in.jsonl", jsonl(lines))}, data={"purpose": "batch"}
+        ).json()["id"]
+        client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings"})
+        deadline = time.monotonic() + 10
+        while sum(accepted) < 7:  # every line's input is in the batcher, behind the held one
+            assert time.monotonic() < deadline, accepted
+            time.sleep(0.01)
+        client.portal.call(client.app.state.bulk.stop)  # type: ignore[union-attr]
+        gate.set()
+        holding.result(10)
+        after = client.portal.call(bulk_embed, "after")  # type: ignore[union-attr]
     expected = tiny_models.expected_dense(tiny_dense[1], "after", normalize=False)
     np.testing.assert_allclose(after, expected, atol=1e-6)  # embed's raw pooled vector
-    assert ran[0] < 6 and ran[1:] == [1]  # of the lines, only the batch held at the stop ran
+    assert ran == [1, 1]  # the held input and the one after: none of the lines' six
+
+
+def test_a_cancelled_job_ends_while_its_lines_still_wait_and_keeps_the_lines_done(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """The SDK's cancel: the job turns cancelled without waiting for the lines in flight
+    (a batch may run for minutes), and its output file holds the lines done before."""
+    _, table = tiny_dense
+    settings = {
+        "models": [str(tiny_dense[0])],
+        "data_dir": tmp_path / "data",
+        "batch_concurrency": 4,
+        "cache_max_entries": 0,
+    }
+    lines = [
+        request_line(f"l{n}", "/v1/embeddings", {"model": MODEL, "input": [text_of(n)]})
+        for n in range(8)
+    ]
+    with serving(**settings) as client:
+        model = client.app.state.registry.models[MODEL]
+        gate = threading.Event()
+        runs: list[int] = []
+        original = model.runners[0].run
+
+        def held(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            runs.append(len(feeds["input_ids"]))
+            if len(runs) > 1:  # the first batch runs; every later one waits
+                gate.wait(30)
+            return original(feeds)
+
+        model.runners[0].run = held
+        api = openai.OpenAI(
+            base_url=f"{client.base_url}/v1", api_key="unused", http_client=client, max_retries=0
+        )
+        try:
+            uploaded = api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+            batch = api.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+            )
+            deadline = time.monotonic() + 10
+            while not runs or api.batches.retrieve(batch.id).request_counts.completed < runs[0]:
+                assert time.monotonic() < deadline, api.batches.retrieve(batch.id)
+                time.sleep(0.02)
+            while len(runs) < 2:  # the next batch holds
+                assert time.monotonic() < deadline, runs
+                time.sleep(0.01)
+            cancelling = api.batches.cancel(batch.id)
+            assert cancelling.status == "cancelling"
+            deadline = time.monotonic() + 10
+            while (ended := api.batches.retrieve(batch.id)).status != "cancelled":
+                assert time.monotonic() < deadline, ended  # the held batch holds meanwhile
+                time.sleep(0.02)
+            assert not gate.is_set() and ended.cancelled_at is not None
+            assert ended.output_file_id is not None
+            output = read_lines(api.files.content(ended.output_file_id).content)
+        finally:
+            gate.set()
+    done = runs[0]
+    assert ended.request_counts.completed == len(output) == done
+    assert ended.request_counts.total == 8 and ended.request_counts.failed == 0
+    for line in output:
+        n = int(line["custom_id"][1:])
+        got = np.array(line["response"]["body"]["data"][0]["embedding"], dtype=np.float32)
+        np.testing.assert_allclose(got, tiny_models.expected_dense(table, text_of(n)), atol=1e-6)

@@ -188,6 +188,26 @@ class JobRunner:
             self.observer.progress(taken, progress.rate(), left)
             return bool(current["status"] != "in_progress")
 
+        async def take_slot() -> bool:
+            """Wait for a free slot, committing results and watching for a cancel meanwhile
+            (a slot may take a whole batch to free); False: the job was cancelled."""
+            while True:
+                try:
+                    async with asyncio.timeout(FLUSH_S):
+                        await slots.acquire()
+                    return True
+                except TimeoutError:
+                    if await flush():
+                        return False
+
+        async def drain() -> bool:
+            """Wait for the lines in flight the same way; False: the job was cancelled."""
+            while tasks:
+                await asyncio.wait(set(tasks), timeout=FLUSH_S)
+                if await flush():
+                    return False
+            return True
+
         async def run_line(line: Line) -> None:
             try:
                 result = await self._run_line(job["endpoint"], line)
@@ -206,7 +226,9 @@ class JobRunner:
                     if number in done:
                         continue
                     line = parse_line(number, raw, job["endpoint"])  # checked when validated
-                    await slots.acquire()
+                    if not await take_slot():
+                        cancelled = True
+                        break
                     task = asyncio.create_task(run_line(line))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -214,15 +236,11 @@ class JobRunner:
                     if due and await flush():
                         cancelled = True
                         break
-        except BaseException:  # stopping (or a bug): what is in flight is not recorded
+            cancelled = cancelled or not await drain()
+        finally:  # cancelled, stopping (or a bug): what is still in flight is not recorded
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        if cancelled:
-            for task in tasks:
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         cancelled = await flush() or cancelled
         if failed and not cancelled:
             raise RuntimeError(f"{len(failed)} lines of {batch_id} raised; the job is retried")
