@@ -413,22 +413,32 @@ def test_a_job_runs_each_distinct_input_once_with_the_cache_on(
     assert 'embed_cache_inputs_total{model="tiny/dense",outcome="hit"} 75.0' in run
 
 
+def one_input_lines(count: int) -> list[str]:
+    return [
+        request_line(f"l{n}", "/v1/embeddings", {"model": MODEL, "input": [text_of(n)]})
+        for n in range(count)
+    ]
+
+
+def held_job_settings(
+    tiny_dense: tuple[Path, np.ndarray], tmp_path: Path, *, concurrency: int
+) -> dict[str, Any]:
+    """The in-process app for a job whose batches a test holds (no cache: every input runs)."""
+    return {
+        "models": [str(tiny_dense[0])],
+        "data_dir": tmp_path / "data",
+        "batch_concurrency": concurrency,
+        "cache_max_entries": 0,
+    }
+
+
 def test_a_stopped_runner_leaves_no_input_of_its_lines_to_run(
     tiny_dense: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
     """Stopping the job runner (the job cancelled, the process stopping) cancels its lines;
     their inputs waiting in the batcher must go with them, not run later for nobody."""
-    settings = {
-        "models": [str(tiny_dense[0])],
-        "data_dir": tmp_path / "data",
-        "batch_concurrency": 6,
-        "cache_max_entries": 0,
-    }
-    lines = [
-        request_line(f"l{n}", "/v1/embeddings", {"model": MODEL, "input": [text_of(n)]})
-        for n in range(6)
-    ]
-    with serving(**settings) as client:
+    lines = one_input_lines(6)
+    with serving(**held_job_settings(tiny_dense, tmp_path, concurrency=6)) as client:
         model = client.app.state.registry.models[MODEL]
         gate, entered = threading.Event(), threading.Event()
         original = model.runners[0].run
@@ -483,17 +493,8 @@ def test_a_cancelled_job_ends_while_its_lines_still_wait_and_keeps_the_lines_don
     """The SDK's cancel: the job turns cancelled without waiting for the lines in flight
     (a batch may run for minutes), and its output file holds the lines done before."""
     _, table = tiny_dense
-    settings = {
-        "models": [str(tiny_dense[0])],
-        "data_dir": tmp_path / "data",
-        "batch_concurrency": 4,
-        "cache_max_entries": 0,
-    }
-    lines = [
-        request_line(f"l{n}", "/v1/embeddings", {"model": MODEL, "input": [text_of(n)]})
-        for n in range(8)
-    ]
-    with serving(**settings) as client:
+    lines = one_input_lines(8)
+    with serving(**held_job_settings(tiny_dense, tmp_path, concurrency=4)) as client:
         model = client.app.state.registry.models[MODEL]
         gate = threading.Event()
         runs: list[int] = []
