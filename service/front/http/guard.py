@@ -116,22 +116,25 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # A batch job's line (made in-process, in the bulk class) is bounded by
+        # EMBED_BATCH_CONCURRENCY instead: it neither counts nor is counted against the live
+        # limit, which would otherwise refuse live requests and status polls while a job runs.
+        counted = not is_bulk()
         try:
-            self._admit(scope)
+            self._admit(scope, counted)
         except ServiceError as refusal:
             await _refuse(refusal, scope, receive, send)
             return
         if scope["path"] in OPERATIONS:
             await self.app(scope, receive, send)
             return
-        counted = not is_bulk()
         self.active += counted
         try:
             await self._serve(scope, receive, send)
         finally:
             self.active -= counted
 
-    def _admit(self, scope: Scope) -> None:
+    def _admit(self, scope: Scope, counted: bool) -> None:
         path = scope["path"]
         if self.registry.draining and path not in OPERATIONS:
             raise Unavailable(
@@ -152,10 +155,7 @@ class Guard:
         limit = self.limit_for(path)
         if length is not None and length > limit:
             raise too_large(length, limit)
-        # A batch job's line (made in-process, in the bulk class) is bounded by
-        # EMBED_BATCH_CONCURRENCY instead: it neither counts nor is counted against the live
-        # limit, which would otherwise refuse live requests and status polls while a job runs.
-        if path not in OPERATIONS and not is_bulk() and self.active >= self.max_concurrent:
+        if path not in OPERATIONS and counted and self.active >= self.max_concurrent:
             raise Overloaded(
                 f"{self.active} requests are being served, the limit; try again shortly",
                 code="too_many_requests",

@@ -22,7 +22,7 @@ from service.front.serving.image import (
     read_form,
 )
 from service.front.shared.inputs import QUERIES, check_texts
-from service.models.kinds.multimodal import MultiVectors, Sides
+from service.models.kinds.multimodal import MultiVectors
 from service.models.loaded import LoadedModel
 from service.settings import Settings
 
@@ -91,7 +91,8 @@ async def embed_multimodal(
     assert model.batcher is not None
     batcher = model.batcher
     max_pixels = settings.image_max_pixels
-    sides: Sides = model.handler.sides
+    sides = model.handler.sides
+    assert sides is not None, f"{model.name} is not a multimodal model"
     queries, pages = await asyncio.gather(
         batcher.submit(lambda: sides.queries(model, inputs.queries)),
         batcher.submit(lambda: sides.pages(model, inputs.images, max_pixels)),

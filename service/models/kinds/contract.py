@@ -16,6 +16,7 @@ import numpy.typing as npt
 from service.models.catalogue import ModelSpec
 
 if TYPE_CHECKING:
+    from service.models.kinds.multimodal import Sides
     from service.models.loaded import LoadedModel, Runner
 
 Feeds = dict[str, npt.NDArray[Any]]
@@ -45,7 +46,7 @@ class KindHandler:
     # Queries computed without the graph (BM42: 1 a stem; inference-free SPLADE: IDF).
     query_vectors: Callable[[LoadedModel, Sequence[Any]], list[Any]] | None = None
     # A multimodal family's request sides, queries and page images (kinds/multimodal.Sides).
-    sides: Any = None
+    sides: Sides | None = None
 
 
 def output_index(model: LoadedModel, chosen: int | str) -> int:
